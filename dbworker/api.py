@@ -1,0 +1,39 @@
+"""The in-process API: the worker's handlers called directly, no broker.
+
+Same methods, arguments, replies and errors as :mod:`dbworker.client`: arguments are encoded as for
+the wire, the dispatcher runs the call in its own transaction, and the JSON reply is decoded back
+(datetimes as naive UTC ``datetime``). For tests, tools and single-process users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oslo_messaging import NoSuchMethod
+from sqlalchemy.engine import Engine
+
+from dbworker.calls import CatalogueAPI
+from dbworker.context import RequestContext
+from dbworker.dispatch import Dispatcher
+from dbworker.handlers import build_registry
+from dbworker.session import make_sessionmaker
+from dbworker.settings import Settings
+
+
+class LocalAPI(CatalogueAPI):
+    """Every catalogue function, served in this process by ``dispatcher``."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    @classmethod
+    def from_engine(cls, engine: Engine, settings: Settings | None = None) -> LocalAPI:
+        """Return an API over ``engine`` with every registered handler."""
+        return cls(Dispatcher(build_registry(), make_sessionmaker(engine), settings=settings))
+
+    def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        if name == "health":
+            return self.dispatcher.health()
+        if name not in self.dispatcher.registry:
+            raise NoSuchMethod(name)
+        return self.dispatcher.call(name, RequestContext.from_dict(ctxt), kwargs)

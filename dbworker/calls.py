@@ -1,0 +1,80 @@
+"""What the two Python entries share: one method per catalogue function, Cinder's signatures.
+
+:class:`CatalogueAPI` is generated from :mod:`dbworker.catalogue`, not written out per function.
+A method binds its arguments like the Cinder function would (``TypeError`` on a wrong call), encodes
+them for the wire, calls ``_invoke`` and decodes the reply's datetimes. The client sends the call
+over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from dbworker import catalogue
+from dbworker.wire import decode_reply, encode
+
+#: The context keys the worker reads (contract §3.1); others are not sent.
+CONTEXT_KEYS = (
+    "user_id",
+    "user",
+    "project_id",
+    "project",
+    "is_admin",
+    "roles",
+    "read_deleted",
+    "quota_class",
+    "request_id",
+    "global_request_id",
+    "remote_address",
+)
+
+
+def context_dict(context: Any) -> dict[str, Any]:
+    """Return the RPC context dict for a Cinder/oslo context, a dbworker context, a dict or None."""
+    if context is None:
+        return {}
+    values = context if isinstance(context, dict) else context.to_dict()
+    return {k: encode(values[k]) for k in CONTEXT_KEYS if values.get(k) is not None}
+
+
+class CatalogueAPI:
+    """Base of the client and the in-process API: every catalogue function as a method."""
+
+    def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError  # pragma: no cover - subclasses send the call
+
+    def call(self, context: Any, name: str, /, **kwargs: Any) -> Any:
+        """Call ``name`` with wire keyword arguments as they are; return the decoded reply."""
+        return decode_reply(self._invoke(name, context_dict(context), encode(kwargs)))
+
+    def health(self, context: Any = None) -> Any:
+        """Return the worker's health: ``{"status", "version", "host", "database"}``."""
+        return self.call(context, "health")
+
+
+def _method(function: catalogue.Function) -> Callable[..., Any]:
+    aliases = catalogue.ALIASES.get(function.name, {})
+    params = [p.replace(name=aliases.get(p.name, p.name)) for p in function.signature.parameters.values()]
+    signature = inspect.Signature(params)
+
+    def method(self: CatalogueAPI, context: Any, *args: Any, **kwargs: Any) -> Any:
+        for old, new in aliases.items():
+            if old in kwargs:
+                kwargs[new] = kwargs.pop(old)
+        arguments = signature.bind(*args, **kwargs).arguments
+        for name in catalogue.LOCAL_ONLY:
+            arguments.pop(name, None)
+        return self.call(context, function.name, **arguments)
+
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    ctx = inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__name__ = method.__qualname__ = function.name
+    method.__signature__ = inspect.Signature([this, ctx, *params])  # type: ignore[attr-defined]
+    method.__doc__ = f"``{function.name}(context, {str(signature)[1:]}``, served by the worker."
+    return method
+
+
+for _function in catalogue.FUNCTIONS.values():
+    setattr(CatalogueAPI, _function.name, _method(_function))

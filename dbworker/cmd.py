@@ -1,0 +1,41 @@
+"""``dbworker --config-file etc/dbworker.conf``: the worker daemon (see :mod:`dbworker.service`)."""
+
+from __future__ import annotations
+
+from oslo_service import backend as _backend
+
+_backend.init_backend(_backend.BackendType.THREADING)  # before anything imports oslo_messaging
+
+import sys  # noqa: E402
+
+from oslo_config import cfg  # noqa: E402
+
+from dbworker import service  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Check the configuration, database and broker, then run the workers until SIGTERM.
+
+    Exits 1 with a one-line reason on stderr when a startup check fails, before any fork.
+    """
+    conf = cfg.CONF  # oslo.messaging registers its tracing options only on the global CONF
+    try:
+        service.configure(conf, sys.argv[1:] if argv is None else argv)
+        service.check_startup(conf)
+        failure = None
+    except service.StartupError as err:
+        failure = service.mask(str(err))
+    if failure is not None:
+        service.LOG.error("Not starting: %s", failure)
+        if _logs_elsewhere(conf):
+            print(f"dbworker: {failure}", file=sys.stderr)
+        sys.exit(1)
+    launcher = service.launch(conf)
+    sys.exit(launcher.wait())
+
+
+def _logs_elsewhere(conf: cfg.ConfigOpts) -> bool:
+    try:
+        return bool(conf.log_file or conf.use_journal or conf.use_syslog)
+    except cfg.Error:
+        return False

@@ -1,0 +1,133 @@
+"""Configuration options: ``[dbworker]`` and dbworker's defaults for oslo.db's ``[database]``.
+
+``register_opts(conf)`` registers them on a ``ConfigOpts``; ``list_opts()`` is the
+``oslo.config.opts`` entry point that ``oslo-config-generator`` reads to write ``etc/dbworker.conf``.
+Only ``cmd.py``, ``manage.py`` and the client read options; everything below them takes plain values.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+
+from oslo_config import cfg
+from oslo_db import options as db_options
+
+DEFAULT_CONNECTION = "sqlite:///dbworker.sqlite"
+DEFAULT_TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+
+dbworker_group = cfg.OptGroup(
+    "dbworker", title="dbworker", help="The worker that serves Cinder's DB API over RPC."
+)
+
+DBWORKER_OPTS = [
+    cfg.IntOpt(
+        "workers",
+        min=1,
+        help="Worker processes to run. Default: one per CPU core. Each runs "
+        "[DEFAULT] executor_thread_pool_size threads and as many database connections.",
+    ),
+    cfg.IntOpt(
+        "max_deadlock_retries",
+        default=5,
+        min=0,
+        help="Times a call is re-run from the start after a deadlock or a lost database "
+        "connection before the caller gets DBBusy or DBUnavailable.",
+    ),
+    cfg.IntOpt(
+        "broker_connect_timeout",
+        default=60,
+        min=0,
+        help="Seconds the worker keeps retrying an unreachable broker at start before it exits.",
+    ),
+    cfg.StrOpt("volume_name_template", default="volume-%s", help="Template for a volume's 'name'."),
+    cfg.StrOpt("snapshot_name_template", default="snapshot-%s", help="Template for a snapshot's 'name'."),
+    cfg.BoolOpt(
+        "enable_new_services",
+        default=True,
+        help="Whether service_create makes new services enabled; false forces disabled=True.",
+    ),
+    cfg.StrOpt(
+        "volume_topic",
+        default="cinder-volume",
+        help="Topic of the volume services that service_get_all_volume_sorted lists.",
+    ),
+    cfg.IntOpt(
+        "reservation_expire",
+        default=86400,
+        help="Seconds until a reservation expires when quota_reserve gets expire=null.",
+    ),
+    cfg.IntOpt(
+        "until_refresh",
+        default=0,
+        min=0,
+        help="Reservations until a usage is re-synced (0: never), when quota_reserve gets null.",
+    ),
+    cfg.IntOpt(
+        "max_age",
+        default=0,
+        min=0,
+        help="Seconds between forced usage re-syncs (0: never), when quota_reserve gets null.",
+    ),
+]
+
+#: ``[DEFAULT]`` options of the daemon (nova's ``host``: the worker also listens on server=host).
+DEFAULT_OPTS = [
+    cfg.StrOpt(
+        "host",
+        default=socket.gethostname(),
+        sample_default="<current hostname>",
+        help="Name of this worker host: each worker process also consumes the topic's "
+        "server=<host> queue, and health replies name it.",
+    ),
+]
+
+#: The options dbworker.client reads too (it registers only these on the caller's config).
+CLIENT_OPTS = [
+    cfg.StrOpt("topic", default="dbworker", help="RPC topic the workers consume and clients call."),
+    cfg.IntOpt(
+        "rpc_timeout",
+        default=60,
+        min=1,
+        help="Seconds a dbworker.client call waits for its reply before MessagingTimeout.",
+    ),
+]
+
+#: dbworker's defaults for oslo.db's [database] options (see README: sizing the pools).
+DATABASE_DEFAULTS = {
+    "connection": DEFAULT_CONNECTION,
+    "max_pool_size": 18,
+    "max_overflow": 2,
+    "pool_timeout": 10,
+}
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[dbworker]`` and ``[database]`` (with dbworker's defaults) on ``conf``."""
+    conf.register_group(dbworker_group)
+    conf.register_opts(CLIENT_OPTS + DBWORKER_OPTS, group=dbworker_group)
+    conf.register_opts(DEFAULT_OPTS)
+    db_options.set_defaults(conf, **DATABASE_DEFAULTS)
+
+
+def register_client_opts(conf: cfg.ConfigOpts) -> None:
+    """Register only the options ``dbworker.client`` reads (``[dbworker] topic, rpc_timeout``)."""
+    conf.register_group(dbworker_group)
+    conf.register_opts(CLIENT_OPTS, group=dbworker_group)
+
+
+def _database_opts() -> list[cfg.Opt]:
+    opts = copy.deepcopy(db_options.database_opts)
+    for opt in opts:
+        if opt.dest in DATABASE_DEFAULTS:
+            opt.default = DATABASE_DEFAULTS[opt.dest]
+    return opts
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Return the options dbworker owns, for ``oslo-config-generator``."""
+    return [
+        ("DEFAULT", DEFAULT_OPTS),
+        (dbworker_group.name, CLIENT_OPTS + DBWORKER_OPTS),
+        ("database", _database_opts()),
+    ]

@@ -1,0 +1,214 @@
+"""The dispatcher: one handler call, one transaction, one JSON reply, one log line.
+
+It checks authorization and arguments, runs the handler in its own transaction, serializes the reply
+*inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
+connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy.exc
+from oslo_db import exception as db_exc
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from dbworker import __version__, exception
+from dbworker.context import RequestContext
+from dbworker.registry import Auth, Handler, Registry
+from dbworker.serialize import View, to_primitive
+from dbworker.session import is_deadlock, is_disconnect
+from dbworker.settings import Settings
+from dbworker.wire import Primitive
+
+LOG = logging.getLogger(__name__)
+
+
+class _Retry(Exception):
+    """A database failure that left nothing committed: the call may run again."""
+
+    def __init__(self, final: exception.CinderException) -> None:
+        super().__init__(type(final).__name__)
+        self.final = final
+
+
+class Dispatcher:
+    """Runs registered handlers, each call in exactly one transaction.
+
+    Parameters:
+        registry: the handlers, by RPC method name.
+        sessions: the sessionmaker each call opens its transaction with.
+        settings: the configured values handlers read (``settings.settings_of(tx)``) and the
+            name templates of replies.
+        max_deadlock_retries: re-runs after a deadlock or a lost connection.
+        host: reported by ``health``.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        sessions: sessionmaker[Session],
+        *,
+        settings: Settings | None = None,
+        max_deadlock_retries: int = 5,
+        retry_interval: float = 0.05,
+        host: str = "localhost",
+    ) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.settings = settings or Settings()
+        self.max_deadlock_retries = max_deadlock_retries
+        self.retry_interval = retry_interval
+        self.host = host
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def call(self, name: str, ctx: RequestContext, kwargs: Mapping[str, Any]) -> Primitive:
+        """Run handler ``name`` for ``ctx`` with ``kwargs`` and return its JSON-safe reply.
+
+        Raises:
+            KeyError: no handler is registered under ``name`` (the RPC layer answers NoSuchMethod).
+            CinderException: every expected outcome and every database failure, typed.
+        """
+        handler = self.registry[name]
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return self._call(handler, ctx, kwargs)
+        except exception.CinderException as err:
+            outcome = type(err).__name__
+            raise
+        except Exception as err:
+            outcome = type(err).__name__
+            LOG.exception("%s %s failed with an unexpected error", ctx.request_id, name)
+            raise
+        finally:
+            elapsed = (time.perf_counter() - start) * 1000
+            self._count("calls_ok" if outcome == "ok" else "calls_failed")
+            LOG.info("%s %s %.1fms %s", ctx.request_id, name, elapsed, outcome)
+
+    def health(self) -> dict[str, Primitive]:
+        """Return ``{"status", "version", "host", "database"}``; never raises."""
+        try:
+            with self.sessions() as session:
+                session.execute(text("SELECT 1"))
+            database = "ok"
+        except Exception as err:
+            LOG.warning("health: database check failed: %s", type(err).__name__)
+            database = "unreachable"
+        return {
+            "status": "ok" if database == "ok" else "degraded",
+            "version": __version__,
+            "host": self.host,
+            "database": database,
+        }
+
+    def _call(self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any]) -> Primitive:
+        _authorize(handler, ctx)
+        bound = handler.bind(kwargs)
+        if (
+            handler.project_arg is not None
+            and ctx.is_user
+            and bound.get(handler.project_arg) != ctx.project_id
+        ):
+            raise exception.NotAuthorized()
+        view = View(
+            is_admin=ctx.is_admin,
+            volume_name_template=self.settings.volume_name_template,
+            snapshot_name_template=self.settings.snapshot_name_template,
+        )
+        for attempt in range(self.max_deadlock_retries + 1):
+            try:
+                return self._run_once(handler, ctx, bound, view)
+            except _Retry as retry:
+                if attempt == self.max_deadlock_retries:
+                    raise retry.final from None
+                self._count("retries")
+                LOG.warning(
+                    "%s %s: %s, re-running the call (attempt %d of %d)",
+                    ctx.request_id,
+                    handler.name,
+                    type(retry.final).__name__,
+                    attempt + 2,
+                    self.max_deadlock_retries + 1,
+                )
+                time.sleep(self.retry_interval * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _run_once(
+        self, handler: Handler, ctx: RequestContext, kwargs: dict[str, Any], view: View
+    ) -> Primitive:
+        deferred: exception.CinderException | None = None
+        with self.sessions() as tx:
+            tx.info["settings"] = self.settings
+            committing = False
+            try:
+                tx.begin()
+                try:
+                    reply = to_primitive(handler.fn(tx, ctx, **kwargs), view)
+                except exception.CinderException as err:
+                    if not err.commit_first:
+                        raise
+                    deferred = err
+                tx.flush()
+                committing = True
+                tx.commit()
+            except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
+                raise self._translate(err, handler, ctx, committing=committing) from None
+        if deferred is not None:
+            raise deferred
+        return reply
+
+    def _translate(
+        self, err: Exception, handler: Handler, ctx: RequestContext, *, committing: bool
+    ) -> Exception:
+        """Map a database error to a typed error (or a re-run); log it without SQL text."""
+        attempts = self.max_deadlock_retries + 1
+        if is_deadlock(err):
+            return _Retry(exception.DBBusy(attempts=attempts))
+        if is_disconnect(err):
+            if committing and handler.writes:
+                # The commit may or may not have landed: re-running could write twice.
+                LOG.error("%s %s: connection lost while committing", ctx.request_id, handler.name)
+                return exception.DBUnavailable()
+            return _Retry(exception.DBUnavailable())
+        if isinstance(err, db_exc.DBDuplicateEntry):
+            return exception.Duplicate()
+        if isinstance(err, db_exc.DBReferenceError):
+            return exception.InvalidInput(reason="a referenced row does not exist")
+        if isinstance(err, db_exc.DBDataError):
+            return exception.InvalidInput(reason="a value does not fit its column")
+        LOG.error(
+            "%s %s: unexpected database error %s (%s)",
+            ctx.request_id,
+            handler.name,
+            type(err).__name__,
+            _db_code(err),
+        )
+        return exception.DBError(request_id=ctx.request_id)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counters[key] += 1
+
+
+def _authorize(handler: Handler, ctx: RequestContext) -> None:
+    if handler.auth is Auth.ADMIN and not ctx.is_admin:
+        raise exception.AdminRequired()
+    if handler.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
+        raise exception.NotAuthorized()
+
+
+def _db_code(err: Exception) -> str:
+    """Return the driver's error code (never the statement or its parameters)."""
+    orig = getattr(getattr(err, "inner_exception", err), "orig", None)
+    code = getattr(orig, "pgcode", None)
+    if code is None and orig is not None and getattr(orig, "args", None):
+        code = orig.args[0] if isinstance(orig.args[0], int) else None
+    return f"code {code}" if code is not None else "no code"

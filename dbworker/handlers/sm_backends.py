@@ -1,0 +1,164 @@
+"""Handlers for the storage-manager tables ``sm_backend_config``, ``sm_flavors`` and ``sm_volume``
+(reference §2.9; contract §3.1, §3.2, §9.3).
+
+Every function is admin only. Reads see deleted rows (Folsom's ``read_deleted="yes"``), deletes
+are hard deletes, and flavors are found by their label. Deleting a row that others still reference
+is refused with InvalidInput; deleting a missing row is not an error, as in Folsom.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.orm import Session
+
+from dbworker import exception
+from dbworker.context import RequestContext
+from dbworker.models import SmBackendConfig, SmFlavor, SmVolume
+from dbworker.query import M, apply_values, model_query
+from dbworker.registry import Auth, handler
+
+
+def _all(ctx: RequestContext, model: type[M]) -> Select[tuple[M]]:
+    return model_query(ctx, model, read_deleted="yes")
+
+
+def _create(tx: Session, row: M, values: dict[str, Any]) -> M:
+    apply_values(tx, row, values, creating=True)
+    tx.add(row)
+    tx.flush()
+    return row
+
+
+def _update(tx: Session, row: M, values: dict[str, Any]) -> M:
+    apply_values(tx, row, values)
+    tx.flush()
+    return row
+
+
+def _refuse_if_referenced(tx: Session, query: Select[Any], what: str) -> None:
+    if tx.scalar(query.limit(1)) is not None:
+        raise exception.InvalidInput(reason=f"{what} is still in use")
+
+
+# --- backend configs ----------------------------------------------------------------------------
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_backend_conf_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> SmBackendConfig:
+    """Create and return a backend config (``flavor_id`` must name a flavor)."""
+    return _create(tx, SmBackendConfig(), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_backend_conf_update(
+    tx: Session, ctx: RequestContext, sm_backend_conf_id: int, values: dict[str, Any]
+) -> SmBackendConfig:
+    """Apply ``values`` to the backend config and return it; raise SMBackendConfNotFound."""
+    return _update(tx, sm_backend_conf_get(tx, ctx, sm_backend_conf_id), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_backend_conf_delete(tx: Session, ctx: RequestContext, sm_backend_conf_id: int) -> None:
+    """Hard-delete the backend config (none is fine); InvalidInput while sm volumes use it."""
+    used = select(SmVolume.id).where(SmVolume.backend_id == sm_backend_conf_id)
+    _refuse_if_referenced(tx, used, f"sm_backend_conf {sm_backend_conf_id}")
+    tx.execute(delete(SmBackendConfig).where(SmBackendConfig.id == sm_backend_conf_id))
+
+
+@handler(auth=Auth.ADMIN)
+def sm_backend_conf_get(tx: Session, ctx: RequestContext, sm_backend_conf_id: int) -> SmBackendConfig:
+    """Return the backend config, deleted or not; raise SMBackendConfNotFound."""
+    conf = tx.scalar(_all(ctx, SmBackendConfig).where(SmBackendConfig.id == sm_backend_conf_id))
+    if conf is None:
+        raise exception.SMBackendConfNotFound(sm_backend_conf_id=sm_backend_conf_id)
+    return conf
+
+
+@handler(auth=Auth.ADMIN)
+def sm_backend_conf_get_by_sr(tx: Session, ctx: RequestContext, sr_uuid: str) -> SmBackendConfig | None:
+    """Return the first backend config (by id) of the storage repository, or None."""
+    query = _all(ctx, SmBackendConfig).where(SmBackendConfig.sr_uuid == sr_uuid)
+    return tx.scalars(query.order_by(SmBackendConfig.id).limit(1)).first()
+
+
+@handler(auth=Auth.ADMIN)
+def sm_backend_conf_get_all(tx: Session, ctx: RequestContext) -> list[SmBackendConfig]:
+    """Return every backend config, deleted ones included."""
+    return list(tx.scalars(_all(ctx, SmBackendConfig).order_by(SmBackendConfig.id)))
+
+
+# --- flavors (found by label) -------------------------------------------------------------------
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_flavor_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> SmFlavor:
+    """Create and return a flavor."""
+    return _create(tx, SmFlavor(), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_flavor_update(tx: Session, ctx: RequestContext, sm_flavor_id: str, values: dict[str, Any]) -> SmFlavor:
+    """Apply ``values`` to the first flavor labelled ``sm_flavor_id`` and return it; raise
+    SMFlavorNotFound."""
+    return _update(tx, sm_flavor_get(tx, ctx, sm_flavor_id), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_flavor_delete(tx: Session, ctx: RequestContext, sm_flavor_id: str) -> None:
+    """Hard-delete every flavor labelled ``sm_flavor_id`` (none is fine); InvalidInput while
+    backend configs use one of them."""
+    ids = select(SmFlavor.id).where(SmFlavor.label == sm_flavor_id)
+    used = select(SmBackendConfig.id).where(SmBackendConfig.flavor_id.in_(ids))
+    _refuse_if_referenced(tx, used, f"sm_flavor {sm_flavor_id!r}")
+    tx.execute(delete(SmFlavor).where(SmFlavor.label == sm_flavor_id))
+
+
+@handler(auth=Auth.ADMIN)
+def sm_flavor_get(tx: Session, ctx: RequestContext, sm_flavor: str) -> SmFlavor:
+    """Return the first flavor (by id, deleted or not) labelled ``sm_flavor``; raise
+    SMFlavorNotFound."""
+    query = _all(ctx, SmFlavor).where(SmFlavor.label == sm_flavor)
+    flavor = tx.scalars(query.order_by(SmFlavor.id).limit(1)).first()
+    if flavor is None:
+        raise exception.SMFlavorNotFound(sm_flavor=sm_flavor)
+    return flavor
+
+
+@handler(auth=Auth.ADMIN)
+def sm_flavor_get_all(tx: Session, ctx: RequestContext) -> list[SmFlavor]:
+    """Return every flavor, deleted ones included."""
+    return list(tx.scalars(_all(ctx, SmFlavor).order_by(SmFlavor.id)))
+
+
+# --- volumes ------------------------------------------------------------------------------------
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_volume_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> SmVolume:
+    """Create and return an sm volume (``id`` must name a volume, ``backend_id`` a backend)."""
+    if values.get("id") is None:
+        raise exception.InvalidInput(reason="id is required")
+    return _create(tx, SmVolume(), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_volume_update(tx: Session, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> SmVolume:
+    """Apply ``values`` to the sm volume and return it; raise SMVolumeNotFound."""
+    return _update(tx, sm_volume_get(tx, ctx, volume_id), values)
+
+
+@handler(auth=Auth.ADMIN, writes=True)
+def sm_volume_delete(tx: Session, ctx: RequestContext, volume_id: str) -> None:
+    """Hard-delete the sm volume (none is fine)."""
+    tx.execute(delete(SmVolume).where(SmVolume.id == volume_id))
+
+
+@handler(auth=Auth.ADMIN)
+def sm_volume_get(tx: Session, ctx: RequestContext, volume_id: str) -> SmVolume:
+    """Return the sm volume, deleted or not; raise SMVolumeNotFound."""
+    sm_volume = tx.scalar(_all(ctx, SmVolume).where(SmVolume.id == volume_id))
+    if sm_volume is None:
+        raise exception.SMVolumeNotFound(volume_id=volume_id)
+    return sm_volume
+
+
+@handler(auth=Auth.ADMIN)
+def sm_volume_get_all(tx: Session, ctx: RequestContext) -> list[SmVolume]:
+    """Return every sm volume, deleted ones included."""
+    return list(tx.scalars(_all(ctx, SmVolume).order_by(SmVolume.id)))

@@ -1,0 +1,211 @@
+"""Query and write helpers the handler modules share: soft-delete filtering, project scoping,
+validated writes of ``values`` dicts, soft deletes.
+
+Validation happens here, before anything reaches the database, so the same bad input gives the same
+``InvalidInput`` (naming the column) on SQLite, PostgreSQL and MariaDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Boolean, DateTime, Integer, Select, String, select, update
+from sqlalchemy.orm import Session
+
+from dbworker import exception, models
+from dbworker.context import RequestContext
+from dbworker.wire import parse_time
+
+M = TypeVar("M", bound=models.Base)
+
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+def model_query(
+    ctx: RequestContext,
+    model: type[M],
+    *,
+    read_deleted: str | None = None,
+    project_only: bool = False,
+) -> Select[tuple[M]]:
+    """Return ``select(model)`` filtered by ``read_deleted`` (default: the context's) and, for a
+    user context with ``project_only``, by the context's project (Folsom's ``model_query``)."""
+    mode = read_deleted or ctx.read_deleted
+    query = select(model)
+    if mode == "no":
+        query = query.where(model.deleted == False)
+    elif mode == "only":
+        query = query.where(model.deleted == True)
+    if project_only and ctx.is_user:
+        query = query.where(model.project_id == ctx.project_id)
+    return query
+
+
+def soft_delete(row: models.CinderBase) -> None:
+    """ORM soft delete: ``deleted`` and ``deleted_at`` set, ``updated_at`` bumped by the flush."""
+    row.deleted = True
+    row.deleted_at = models.utcnow()
+    if isinstance(row, models.QuotaUsage):
+        row.live = None
+
+
+def bulk_soft_delete(tx: Session, model: type[models.Base], *where: Any) -> int:
+    """Soft-delete every row matching ``where`` keeping ``updated_at``; return the row count."""
+    stmt = (
+        update(model)
+        .where(*where)
+        .values(deleted=True, deleted_at=models.utcnow(), updated_at=model.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return tx.execute(stmt).rowcount
+
+
+def apply_values(
+    tx: Session,
+    row: models.Base,
+    values: Mapping[str, Any],
+    *,
+    creating: bool = False,
+    relations: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Validate ``values`` against ``row``'s columns and set them; return the relation keys.
+
+    Keys in ``relations`` (such as ``metadata``) are not set but returned for the handler to write.
+    With ``creating``, every NOT NULL column without a default must end up set. Foreign keys must
+    name existing rows.
+
+    Raises:
+        InvalidInput: naming the key, for an unknown key, a value of the wrong type, a string
+            longer than its column, a missing NOT NULL column or a reference to a missing row.
+    """
+    if not isinstance(values, Mapping):
+        raise exception.InvalidInput(reason="values must be a dict")
+    columns = {attr.key: attr.columns[0] for attr in row.__mapper__.column_attrs}
+    relations = frozenset(relations)
+    related: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in relations:
+            related[key] = value
+            continue
+        column = columns.get(key)
+        if column is None:
+            raise exception.InvalidInput(reason=f"values: unknown key {key!r}")
+        setattr(row, key, column_value(column, key, value))
+    if creating:
+        _check_required(row, columns)
+    with tx.no_autoflush:  # a flush now would send a bad reference before it is checked
+        _check_references(tx, row, columns, values)
+    return related
+
+
+def column_value(column: Any, key: str, value: Any) -> Any:
+    """Return ``value`` checked (and, for datetimes, parsed) for ``column``.
+
+    Raises:
+        InvalidInput: naming ``key``.
+    """
+    if value is None:
+        if not column.nullable and not column.primary_key:
+            raise exception.InvalidInput(reason=f"{key} cannot be null")
+        return None
+    kind = column.type
+    if isinstance(kind, String):
+        check_string(key, value, kind.length)
+    elif isinstance(kind, Boolean):
+        if not isinstance(value, bool):
+            raise exception.InvalidInput(reason=f"{key} must be a boolean")
+    elif isinstance(kind, Integer):
+        check_int(key, value)
+    elif isinstance(kind, DateTime):
+        value = parse_time(value, key)
+        if value.year < 1000:
+            raise exception.InvalidInput(reason=f"{key}: year must be 1000 or later")
+    return value
+
+
+def check_string(key: str, value: Any, length: int | None = 255) -> str:
+    """Return ``value`` if it is a storable string of at most ``length`` characters.
+
+    Raises:
+        InvalidInput: naming ``key``: not a string, too long, a NUL byte or a lone surrogate.
+    """
+    if not isinstance(value, str):
+        raise exception.InvalidInput(reason=f"{key} must be a string")
+    if length is not None and len(value) > length:
+        raise exception.InvalidInput(reason=f"{key} is longer than {length} characters")
+    if "\x00" in value:
+        raise exception.InvalidInput(reason=f"{key} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise exception.InvalidInput(reason=f"{key} is not valid unicode") from None
+    return value
+
+
+def check_int(key: str, value: Any) -> int:
+    """Return ``value`` if it is an integer that fits a 32-bit column.
+
+    Raises:
+        InvalidInput: naming ``key``.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise exception.InvalidInput(reason=f"{key} must be an integer")
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise exception.InvalidInput(reason=f"{key} is out of range")
+    return value
+
+
+def metadata_value(key: Any, value: Any, *, what: str = "metadata") -> tuple[str, str]:
+    """Return a metadata or extra-spec pair as stored: the value in its Python string form.
+
+    Raises:
+        InvalidInput: the key is not a string, or the value is not a string, number or boolean,
+            or either is longer than 255 characters.
+    """
+    if isinstance(value, bool | int | float | str):
+        value = str(value)
+    else:
+        raise exception.InvalidInput(reason=f"{what} value for {key!r} must be a string, number or boolean")
+    check_string(f"{what} key", key)
+    check_string(f"{what} value for {key!r}", value)
+    return key, value
+
+
+def metadata_items(metadata: Any, *, what: str = "metadata") -> list[tuple[str, str]]:
+    """Return a metadata dict (or ``None``) as validated ``(key, value)`` pairs, in key order.
+
+    Raises:
+        InvalidInput: ``metadata`` is not a dict, or an item is invalid.
+    """
+    if metadata is None:
+        return []
+    if not isinstance(metadata, Mapping):
+        raise exception.InvalidInput(reason=f"{what} must be a dict")
+    return [metadata_value(k, v, what=what) for k, v in sorted(metadata.items())]
+
+
+def _check_required(row: models.Base, columns: Mapping[str, Any]) -> None:
+    for key, column in columns.items():
+        if column.nullable or column.default is not None or column.primary_key:
+            continue
+        if getattr(row, key) is None:
+            raise exception.InvalidInput(reason=f"{key} is required")
+
+
+def _check_references(
+    tx: Session, row: models.Base, columns: Mapping[str, Any], values: Mapping[str, Any]
+) -> None:
+    for key, column in columns.items():
+        if key not in values or not column.foreign_keys:
+            continue
+        value = getattr(row, key)
+        if value is None:
+            continue
+        (fk,) = column.foreign_keys
+        target = fk.column
+        exists = tx.execute(select(target).where(target == value).limit(1)).first()
+        if exists is None:
+            raise exception.InvalidInput(
+                reason=f"{key}: no {target.table.name} row with {target.name} {value!r}"
+            )

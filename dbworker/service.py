@@ -1,0 +1,433 @@
+"""The worker daemon's process model: configuration, startup checks, and the service each worker runs.
+
+``dbworker.cmd.main`` parses the configuration, runs :func:`check_startup` in the master process
+(before any fork), then hands a :class:`WorkerService` to oslo.service's launcher, which forks
+``[dbworker] workers`` processes (cotyledon, threading backend). Each worker process builds its own
+engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.start`.
+
+Sizing (README, "Sizing the pools"). Per worker process:
+
+* ``T = [DEFAULT] executor_thread_pool_size`` (dbworker's default: 16) threads run calls; the
+  bounded server takes a message from the broker only when one of them is free;
+* ``[database] max_pool_size = T + 2`` unless set explicitly (one connection per running call,
+  plus health checks), plus ``max_overflow`` (default 2) short-lived extra connections;
+* ``[oslo_messaging_rabbit] rabbit_qos_prefetch_count = T`` unless set explicitly.
+
+So a deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
+connections, which must stay at or below ``max_connections - headroom`` (PostgreSQL's default
+``max_connections`` is 100, MariaDB's 151). The startup check warns when one host alone exceeds it.
+
+Signals (oslo.service's threading backend, i.e. cotyledon): SIGTERM makes each worker stop taking
+calls, finish and answer the running ones (:meth:`WorkerService.stop`) and exit, within
+``[DEFAULT] graceful_shutdown_timeout``. SIGHUP re-reads the configuration files in the master
+(``restart_method='mutate'``: mutable options such as ``debug`` change) and then replaces every
+worker: each old worker drains exactly as on SIGTERM, and a new one is forked from the master
+with the new values. Calls still on the broker wait there for the other and the new workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_context import context as oslo_context
+from oslo_log import log as oslo_log
+from oslo_messaging import opts as messaging_opts
+from oslo_service import service as oslo_service
+from oslo_utils import strutils
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+
+from dbworker import __version__, rpc
+from dbworker import conf as dbworker_conf
+from dbworker.context import RequestContext
+from dbworker.dispatch import Dispatcher
+from dbworker.handlers import build_registry
+from dbworker.session import make_engine, make_sessionmaker
+from dbworker.settings import Settings
+
+LOG = logging.getLogger(__name__)
+
+#: dbworker's default for oslo.messaging's ``[DEFAULT] executor_thread_pool_size`` (oslo: 64).
+DEFAULT_THREADS = 16
+#: Connections a worker keeps beyond one per thread (health checks).
+POOL_HEADROOM = 2
+
+
+class StartupError(Exception):
+    """The worker cannot start; the message says why and what to do."""
+
+
+# --- configuration --------------------------------------------------------------------------------
+def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
+    """Register every option the daemon reads on ``conf``, parse ``argv`` and set up logging.
+
+    Raises:
+        StartupError: a config file is missing or unreadable, or an option has an invalid value.
+    """
+    dbworker_conf.register_opts(conf)
+    oslo_log.register_options(conf)
+    for group, opts in messaging_opts.list_opts():
+        conf.register_opts(opts, group=group)
+    conf.set_default("executor_thread_pool_size", DEFAULT_THREADS)
+    conf.set_default("transport_url", dbworker_conf.DEFAULT_TRANSPORT_URL)
+    try:
+        conf(argv, project="dbworker", version=__version__)
+        _validate(conf)
+    except (cfg.Error, ValueError) as err:
+        raise StartupError(f"Invalid configuration: {err}") from None
+    oslo_log.set_defaults(default_log_levels=[*oslo_log.get_default_log_levels(), "alembic=WARN"])
+    oslo_log.setup(conf, "dbworker", version=__version__)
+    _install_masking_filter()
+    threads = conf.executor_thread_pool_size
+    conf.set_default("rabbit_qos_prefetch_count", threads, group="oslo_messaging_rabbit")
+
+
+def _validate(conf: cfg.ConfigOpts) -> None:
+    """Read every registered option once, so a bad value fails now and not in a worker."""
+    for name in list(conf):
+        value = conf[name]
+        if isinstance(value, cfg.ConfigOpts.GroupAttr):
+            for opt in list(value):
+                value[opt]
+    if conf.executor_thread_pool_size < 1:
+        raise ValueError("[DEFAULT] executor_thread_pool_size must be at least 1")
+    try:
+        make_url(conf.database.connection)
+    except sa_exc.ArgumentError:
+        raise ValueError("[database] connection is not a database URL") from None
+    oslo_messaging.TransportURL.parse(conf)
+
+
+def workers(conf: cfg.ConfigOpts) -> int:
+    """Return the number of worker processes: ``[dbworker] workers``, default the CPU count."""
+    return conf.dbworker.workers or os.cpu_count() or 1
+
+
+def pool_size(conf: cfg.ConfigOpts) -> int:
+    """Return each worker's ``max_pool_size``: as configured, else threads + 2."""
+    location = conf.get_location("max_pool_size", "database")
+    if location is not None and location.location not in (
+        cfg.Locations.opt_default,
+        cfg.Locations.set_default,
+    ):
+        return conf.database.max_pool_size
+    return conf.executor_thread_pool_size + POOL_HEADROOM
+
+
+def build_engine(conf: cfg.ConfigOpts, *, max_pool_size: int | None = None) -> Engine:
+    """Return an engine for ``[database] connection`` with the configured pool."""
+    db = conf.database
+    return make_engine(
+        db.connection,
+        max_pool_size=max_pool_size or pool_size(conf),
+        max_overflow=db.max_overflow,
+        pool_timeout=db.pool_timeout,
+        connection_recycle_time=db.connection_recycle_time,
+        connection_parameters=db.connection_parameters,
+    )
+
+
+def settings(conf: cfg.ConfigOpts) -> Settings:
+    """Return the ``[dbworker]`` values handlers read."""
+    opts = conf.dbworker
+    return Settings(
+        volume_name_template=opts.volume_name_template,
+        snapshot_name_template=opts.snapshot_name_template,
+        enable_new_services=opts.enable_new_services,
+        volume_topic=opts.volume_topic,
+        reservation_expire=opts.reservation_expire,
+        until_refresh=opts.until_refresh,
+        max_age=opts.max_age,
+    )
+
+
+# --- logging: credentials masked, request ids on every line ---------------------------------------
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def mask(message: str) -> str:
+    """Return ``message`` with URL passwords (``scheme://user:***@``) and oslo's known secret
+    patterns (``password=...``) masked."""
+    return strutils.mask_password(_URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", message))
+
+
+class MaskingFilter(logging.Filter):
+    """Masks credentials in every record a handler emits (message and traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def _install_masking_filter() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
+
+
+class LoggingDispatcher(Dispatcher):
+    """A dispatcher that makes each call's request id (and user, project) part of every log line
+    written while the call runs, through oslo.log's thread-local request context."""
+
+    def call(self, name: str, ctx: RequestContext, kwargs: Any) -> Any:
+        oslo_context.RequestContext(
+            request_id=ctx.request_id,
+            global_request_id=ctx.global_request_id,
+            user_id=ctx.user_id,
+            project_id=ctx.project_id,
+            is_admin=ctx.is_admin,
+            overwrite=True,
+        )
+        try:
+            return super().call(name, ctx, kwargs)
+        finally:
+            # oslo.context has no public way to clear its thread-local store.
+            oslo_context._request_store.__dict__.pop("context", None)
+
+
+# --- startup checks (master process, before forking) ----------------------------------------------
+def check_startup(conf: cfg.ConfigOpts) -> None:
+    """Refuse to start on an unreachable or outdated database or an unreachable broker.
+
+    Raises:
+        StartupError: with a message naming the problem and the fix.
+    """
+    _check_database(conf)
+    _check_broker(conf)
+
+
+def _check_database(conf: cfg.ConfigOpts) -> None:
+    from dbworker import migration
+
+    shown = make_url(conf.database.connection).render_as_string(hide_password=True)
+    try:
+        engine = build_engine(conf, max_pool_size=1)
+    except Exception as err:
+        raise StartupError(f"Invalid [database] connection {shown}: {mask(str(err))}") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current, head = migration.current(engine), migration.head()
+        _warn_connection_budget(conf, engine)
+    except Exception as err:
+        raise StartupError(f"The database {shown} is unreachable: {_reason(err)}") from None
+    finally:
+        engine.dispose()
+    if current != head:
+        state = f"at revision {current}" if current else "not initialised"
+        config_files = " ".join(f"--config-file {path}" for path in conf.config_file) or "..."
+        raise StartupError(
+            f"The database {shown} is {state}; this dbworker needs revision {head}. "
+            f"Run `dbworker-manage {config_files} db sync` first."
+        )
+
+
+def _reason(err: BaseException) -> str:
+    cause = getattr(err, "orig", None) or getattr(err, "inner_exception", None) or err
+    return mask(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
+
+
+def _warn_connection_budget(conf: cfg.ConfigOpts, engine: Engine) -> None:
+    query = {"postgresql": "SHOW max_connections", "mysql": "SELECT @@max_connections"}
+    sql = query.get(engine.dialect.name)
+    if sql is None:
+        return
+    with engine.connect() as conn:
+        limit = int(conn.execute(text(sql)).scalar() or 0)
+    wanted = workers(conf) * (pool_size(conf) + conf.database.max_overflow)
+    if limit and wanted > limit:
+        LOG.warning(
+            "%d workers x (max_pool_size %d + max_overflow %d) = %d database connections on this "
+            "host alone, but the database allows %d: lower [dbworker] workers or "
+            "[DEFAULT] executor_thread_pool_size",
+            workers(conf),
+            pool_size(conf),
+            conf.database.max_overflow,
+            wanted,
+            limit,
+        )
+
+
+def _check_broker(conf: cfg.ConfigOpts) -> None:
+    """Connect to one of the broker's hosts, retrying with backoff for broker_connect_timeout."""
+    url = oslo_messaging.TransportURL.parse(conf)
+    if url.transport not in ("rabbit", "kombu+rabbit", "amqp") or not url.hosts:
+        return
+    import kombu
+
+    deadline = time.monotonic() + conf.dbworker.broker_connect_timeout
+    delay = 0.5
+    while True:
+        errors = []
+        for host in url.hosts:
+            connection = kombu.Connection(
+                hostname=host.hostname,
+                port=host.port or 5672,
+                userid=host.username,
+                password=host.password,
+                virtual_host=url.virtual_host or "/",
+                ssl=conf.oslo_messaging_rabbit.ssl,
+                connect_timeout=min(5.0, max(1.0, deadline - time.monotonic())),
+            )
+            try:
+                connection.connect()
+                return
+            except Exception as err:
+                errors.append(f"{host.hostname}:{host.port or 5672}: {mask(str(err)) or type(err).__name__}")
+            finally:
+                with contextlib.suppress(Exception):
+                    connection.release()
+        if time.monotonic() + delay > deadline:
+            raise StartupError(
+                "The message broker is unreachable after "
+                f"{conf.dbworker.broker_connect_timeout}s ([dbworker] broker_connect_timeout): "
+                + "; ".join(errors)
+            )
+        LOG.warning("The message broker is unreachable (%s), retrying in %.1fs", "; ".join(errors), delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+# --- the service each worker process runs ---------------------------------------------------------
+class ReadyNotifier:
+    """Sends systemd ``READY=1`` once, from the first worker that consumes.
+
+    cotyledon's master would send it as soon as it starts; :func:`take_notify_socket` takes the
+    socket away from it before the launch, and the workers (forked from the master) share a flag.
+    """
+
+    def __init__(self, notify_socket: str | None) -> None:
+        self._socket = notify_socket
+        self._sent = multiprocessing.get_context("fork").Event() if notify_socket else None
+
+    def ready(self) -> None:
+        if not self._socket or self._sent is None or self._sent.is_set():
+            return
+        self._sent.set()
+        address = "\0" + self._socket[1:] if self._socket.startswith("@") else self._socket
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with contextlib.closing(sock):
+            try:
+                sock.connect(address)
+                sock.sendall(b"READY=1")
+            except OSError:
+                LOG.warning("systemd notification to %s failed", self._socket, exc_info=True)
+
+
+def take_notify_socket() -> str | None:
+    """Remove ``NOTIFY_SOCKET`` from the environment and return it."""
+    return os.environ.pop("NOTIFY_SOCKET", None)
+
+
+class WorkerService(oslo_service.ServiceBase):
+    """One worker process: an engine, a dispatcher, a transport and a bounded RPC server."""
+
+    def __init__(self, conf: cfg.ConfigOpts, notifier: ReadyNotifier) -> None:
+        self.conf = conf
+        self.notifier = notifier
+        self._engine: Engine | None = None
+        self._transport: oslo_messaging.Transport | None = None
+        self._server: rpc.BoundedRPCServer | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Build everything in this (forked) process and start consuming."""
+        conf = self.conf
+        threads = conf.executor_thread_pool_size
+        self._engine = build_engine(conf)
+        dispatcher = LoggingDispatcher(
+            build_registry(),
+            make_sessionmaker(self._engine),
+            settings=settings(conf),
+            max_deadlock_retries=conf.dbworker.max_deadlock_retries,
+            host=conf.host,
+        )
+        self._transport = rpc.get_transport(conf)
+        self._server = rpc.build_server(
+            self._transport, dispatcher, topic=conf.dbworker.topic, host=conf.host, pool_size=threads
+        )
+        self._server.start()
+        LOG.info(
+            "Worker %d consuming topic %r on %s with %d threads, %d+%d database connections",
+            os.getpid(),
+            conf.dbworker.topic,
+            conf.host,
+            threads,
+            pool_size(conf),
+            conf.database.max_overflow,
+        )
+        self.notifier.ready()
+
+    def stop(self) -> None:
+        """Stop taking calls, finish and answer the running ones, then release everything."""
+        LOG.info("Worker %d stopping: draining running calls", os.getpid())
+        if self._server is not None:
+            _cancel_consumers(self._server)
+            self._server.stop()
+            self._server.wait()
+        if self._transport is not None:
+            self._transport.cleanup()
+        if self._engine is not None:
+            self._engine.dispose()
+        LOG.info("Worker %d stopped", os.getpid())
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def reset(self) -> None:
+        """Nothing to do: SIGHUP replaces the worker process (see the module docstring)."""
+
+
+def _cancel_consumers(server: rpc.BoundedRPCServer) -> None:
+    """Tell the broker to stop delivering to this worker before the server stops.
+
+    oslo.messaging's ``stop()`` only ends the listener's poll loop; the consumers stay registered
+    with RabbitMQ, and the connection's heartbeat thread keeps draining deliveries, which the RPC
+    listener acks on receipt: a call that arrives while the running calls drain would be acked and
+    dropped. Cancelling the consumers first leaves such calls on the queue for the other (or the
+    next) worker. This reaches into oslo.messaging's rabbit driver (pinned major version); on any
+    other driver it does nothing.
+    """
+    try:
+        context = server.listener._poll_style_listener.conn
+        connection = getattr(context, "connection", context)
+        consumers, lock = connection._consumers, connection._connection_lock
+    except AttributeError:
+        return
+    try:
+        with lock:
+            for consumer, tag in list(consumers.items()):
+                consumer.cancel(tag=tag)
+    except Exception:
+        LOG.warning("Could not cancel the broker consumers before stopping", exc_info=True)
+
+
+def launch(conf: cfg.ConfigOpts) -> Any:
+    """Fork the workers and return oslo.service's launcher (call ``.wait()`` on it)."""
+    notifier = ReadyNotifier(take_notify_socket())
+    count = workers(conf)
+    LOG.info(
+        "Starting %d worker processes on topic %r (transport %s, database %s)",
+        count,
+        conf.dbworker.topic,
+        mask(conf.transport_url or dbworker_conf.DEFAULT_TRANSPORT_URL),
+        make_url(conf.database.connection).render_as_string(hide_password=True),
+    )
+    return oslo_service.launch(conf, WorkerService(conf, notifier), workers=count, restart_method="mutate")

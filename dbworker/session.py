@@ -1,0 +1,75 @@
+"""Engines and sessions, through oslo.db: its exception filters, SQLite foreign keys, MySQL modes.
+
+The dispatcher owns the transaction; this module only builds the engine and the sessionmaker, and
+says which database errors are worth re-running a call for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy.exc
+from oslo_db import exception as db_exc
+from oslo_db.sqlalchemy import engines
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(
+    url: str,
+    *,
+    max_pool_size: int | None = 18,
+    max_overflow: int | None = 2,
+    pool_timeout: int | None = 10,
+    connection_recycle_time: int = 3600,
+    connection_parameters: str = "",
+    max_retries: int = 0,
+    **kwargs: Any,
+) -> Engine:
+    """Return an engine for ``url`` with oslo.db's error filters and pool sizing.
+
+    SQLite runs with foreign keys on and waits (rather than failing) on a locked file; MySQL and
+    MariaDB run in ``TRADITIONAL`` mode with ``utf8mb4``. ``max_retries`` is how many times
+    oslo.db tries to connect at creation (0: not at all; the first call connects).
+    """
+    if url.startswith("sqlite"):
+        max_pool_size = max_overflow = pool_timeout = None  # SQLite has no connection pool
+    if url.startswith("mysql") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"
+    engine = engines.create_engine(
+        url,
+        sqlite_fk=True,
+        mysql_sql_mode="TRADITIONAL",
+        max_pool_size=max_pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        connection_recycle_time=connection_recycle_time,
+        connection_parameters=connection_parameters,
+        max_retries=max_retries,
+        **kwargs,
+    )
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_busy_timeout)
+    return engine
+
+
+def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout = 30000")
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Return the sessionmaker the dispatcher opens one transaction per call with."""
+    return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """True for a deadlock or serialization failure (MySQL 1213, PostgreSQL 40P01/40001)."""
+    return isinstance(exc, db_exc.DBDeadlock)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True for a lost or refused database connection, or an exhausted connection pool."""
+    if isinstance(exc, db_exc.DBConnectionError | sqlalchemy.exc.TimeoutError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated

@@ -1,0 +1,184 @@
+"""Fixtures: every contract case runs against the in-process API and the RPC client (over
+``kombu+memory:////``, the real rabbit driver), on SQLite, PostgreSQL and MariaDB.
+
+Service URLs come from ``DBWORKER_TEST_POSTGRESQL_URL``, ``DBWORKER_TEST_MYSQL_URL`` and
+``DBWORKER_TEST_TRANSPORT_URL``, defaulting to this project's local services; set one to an empty
+string to leave that service out. Each test session works in a database of its own, created and
+dropped here. A service that cannot be reached skips its tests locally and fails them with
+``CI=true``.
+"""
+
+from __future__ import annotations
+
+from oslo_service import backend as _backend
+
+_backend.init_backend(_backend.BackendType.THREADING)  # before anything imports oslo_messaging
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import Engine, make_url  # noqa: E402
+from testenv import DATABASES, service_url  # noqa: E402
+
+from dbworker import migration, models  # noqa: E402
+from dbworker.context import RequestContext, admin_context  # noqa: E402
+from dbworker.session import make_engine  # noqa: E402
+
+
+@dataclass
+class Database:
+    """A private database for this test session: its kind, URL and engine."""
+
+    kind: str
+    url: str
+    engine: Engine
+
+    def rows(self, model: type[models.Base], *where: sa.ColumnElement[bool]) -> list[object]:
+        """Read rows straight from the database (for asserting what was or was not written)."""
+        with sa.orm.Session(self.engine) as session:
+            return list(session.scalars(sa.select(model).where(*where)))
+
+    def wipe(self) -> None:
+        with self.engine.begin() as conn:
+            for table in models.tables_children_first():
+                conn.execute(table.delete())
+
+
+def _create_private_database(kind: str, admin_url: str) -> tuple[str, callable]:
+    name = f"dbw_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return url, drop
+
+
+@pytest.fixture(scope="session")
+def private_database_url(tmp_path_factory: pytest.TempPathFactory):
+    """A factory: ``private_database_url(kind)`` returns the URL of a fresh, empty database."""
+    drops = []
+
+    def make(kind: str) -> str:
+        if kind == "sqlite":
+            path = tmp_path_factory.mktemp("sqlite") / f"{uuid.uuid4().hex[:8]}.sqlite"
+            return f"sqlite:///{path}"
+        url, drop = _create_private_database(kind, service_url(kind))
+        drops.append(drop)
+        return url
+
+    yield make
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+def database(request: pytest.FixtureRequest, private_database_url) -> Iterator[Database]:
+    """A database of each kind with the full schema, shared by the session's tests."""
+    url = private_database_url(request.param)
+    engine = make_engine(url, max_pool_size=20, max_overflow=5, sqlite_synchronous=False)
+    migration.upgrade(engine)  # the schema as `dbworker-manage db sync` builds it
+    yield Database(request.param, url, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def db(database: Database) -> Iterator[Database]:
+    """The session's database, emptied after each test."""
+    yield database
+    database.wipe()
+
+
+# --- the two entries --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def rpc_conf():
+    """A private oslo.config with oslo.messaging's options (incl. tracing) registered."""
+    from oslo_config import cfg
+    from oslo_messaging import conffixture
+
+    conf = cfg.ConfigOpts()
+    conffixture.ConfFixture(conf)
+    conf([], project="dbworker-tests")
+    conf.set_override("heartbeat_timeout_threshold", 0, group="oslo_messaging_rabbit")
+    return conf
+
+
+@pytest.fixture(scope="session")
+def rpc_servers(rpc_conf):
+    """Started RPC servers over kombu+memory, one per database kind, with a client each."""
+    from dbworker import client as client_mod
+    from dbworker import rpc
+    from dbworker.dispatch import Dispatcher
+    from dbworker.handlers import build_registry
+    from dbworker.session import make_sessionmaker
+
+    running: dict[str, object] = {}
+    cleanups = []
+
+    def for_database(database: Database):
+        if database.kind not in running:
+            topic = f"dbworker-test-{uuid.uuid4().hex[:8]}"
+            transport = client_mod.get_transport(rpc_conf, url="kombu+memory:////")
+            dispatcher = Dispatcher(build_registry(), make_sessionmaker(database.engine))
+            server = rpc.build_server(transport, dispatcher, topic=topic, host="test", pool_size=8)
+            server.start()
+            running[database.kind] = client_mod.Client(transport, topic=topic, timeout=30)
+            cleanups.append((server, transport))
+        return running[database.kind]
+
+    yield for_database
+    for server, transport in cleanups:
+        server.stop()
+        server.wait()
+        transport.cleanup()
+
+
+@pytest.fixture(params=["local", "rpc"])
+def api(request: pytest.FixtureRequest, db: Database, rpc_servers):
+    """The API under test: ``LocalAPI`` (in-process) or ``Client`` (RPC), on ``db``."""
+    if request.param == "local":
+        from dbworker.api import LocalAPI
+
+        return LocalAPI.from_engine(db.engine)
+    return rpc_servers(db)
+
+
+# --- contexts ---------------------------------------------------------------------------------
+@pytest.fixture
+def admin() -> RequestContext:
+    return admin_context()
+
+
+@pytest.fixture
+def user() -> RequestContext:
+    """A user of project ``p1``."""
+    return RequestContext(user_id="u1", project_id="p1", roles=("member",))
+
+
+@pytest.fixture
+def other() -> RequestContext:
+    """A user of another project, ``p2``."""
+    return RequestContext(user_id="u2", project_id="p2", roles=("member",))
+
+
+@pytest.fixture
+def anon() -> RequestContext:
+    """A context with no identity and no admin role."""
+    return RequestContext()

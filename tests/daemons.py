@@ -1,0 +1,139 @@
+"""Start the real ``dbworker`` daemon in tests: a ``python -m dbworker`` process tree against the
+local RabbitMQ and a private PostgreSQL database, and a plain oslo.messaging client to call it.
+
+The fixtures that start daemons live in ``tests/integration/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import oslo_messaging
+import sqlalchemy as sa
+
+from dbworker import migration
+
+ADMIN = {"is_admin": True, "roles": ["admin"]}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def schema(url: str) -> None:
+    """Bring the database at ``url`` to the migrations' head."""
+    engine = sa.create_engine(url)
+    migration.upgrade(engine)
+    engine.dispose()
+
+
+class Daemon:
+    """A ``python -m dbworker`` process tree, in its own process group, logging to a file."""
+
+    def __init__(self, tmp_path: Path, rabbit_url: str, database_url: str, **options: Any) -> None:
+        self.topic = f"dbworker-daemon-{uuid.uuid4().hex[:8]}"
+        sections: dict[str, dict[str, Any]] = {
+            "DEFAULT": {
+                "transport_url": rabbit_url,
+                "executor_thread_pool_size": 2,
+                "graceful_shutdown_timeout": 20,
+                "rpc_response_timeout": 20,
+            },
+            "dbworker": {"workers": 1, "topic": self.topic, "broker_connect_timeout": 5},
+            "database": {"connection": database_url},
+        }
+        for key, value in options.items():
+            group, _, name = key.rpartition("__")
+            sections[group or "DEFAULT"][name] = value
+        self.conf_path = tmp_path / f"{self.topic}.conf"
+        self.write_conf(sections)
+        self.log_path = tmp_path / f"{self.topic}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_conf(self, sections: dict[str, dict[str, Any]]) -> None:
+        self.sections = sections
+        text = "".join(
+            f"[{group}]\n" + "".join(f"{name} = {value}\n" for name, value in values.items())
+            for group, values in sections.items()
+        )
+        self.conf_path.write_text(text)
+
+    def start(self, env: dict[str, str] | None = None) -> Daemon:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-W", "ignore", "-m", "dbworker", "--config-file", str(self.conf_path)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log.count(text) < count:
+            assert self.proc is not None and self.proc.poll() is None, f"daemon exited:\n{self.log}"
+            assert time.monotonic() < deadline, f"no {count} x {text!r} in the log:\n{self.log}"
+            time.sleep(0.1)
+
+    def workers(self) -> list[int]:
+        """Return the pids of the master's child processes (the workers)."""
+        assert self.proc is not None
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                children.append(int(stat.parent.name))
+        return sorted(children)
+
+    def signal(self, signo: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signo)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self.proc is not None:  # orphaned workers of a dead master
+            for pid in self.workers():
+                os.kill(pid, signal.SIGKILL)
+
+
+def rpc(transport: oslo_messaging.Transport, topic: str, timeout: float = 20) -> oslo_messaging.RPCClient:
+    target = oslo_messaging.Target(topic=topic, version="1.0")
+    return oslo_messaging.get_rpc_client(transport, target, timeout=timeout)
+
+
+def wait_until_answering(worker: Daemon, client: oslo_messaging.RPCClient, timeout: float = 30) -> None:
+    worker.wait_for_log("consuming topic", count=int(worker.sections["dbworker"]["workers"]))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            assert client.prepare(timeout=2).call({}, "health")["status"] == "ok"
+            return
+        except oslo_messaging.MessagingTimeout:
+            assert time.monotonic() < deadline, "the daemon never answered health"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)

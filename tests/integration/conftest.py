@@ -1,0 +1,52 @@
+"""Fixtures for tests that run the real daemon (see ``tests/daemons.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import oslo_messaging
+import pytest
+from daemons import Daemon, schema
+from oslo_config import cfg
+from oslo_messaging import conffixture
+from testenv import service_url
+
+
+@pytest.fixture(scope="module")
+def rabbit_url() -> str:
+    return service_url("rabbitmq")
+
+
+@pytest.fixture(scope="module")
+def database_url(private_database_url) -> str:
+    url = private_database_url("postgresql")
+    schema(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def transport(rabbit_url: str) -> Iterator[oslo_messaging.Transport]:
+    conf = cfg.ConfigOpts()
+    conffixture.ConfFixture(conf)
+    conf([], project="dbworker-daemon-tests")
+    transport = oslo_messaging.get_rpc_transport(
+        conf, url=rabbit_url, allowed_remote_exmods=["dbworker.exception"]
+    )
+    yield transport
+    transport.cleanup()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, rabbit_url: str, database_url: str) -> Iterator[Callable[..., Daemon]]:
+    """A factory: ``daemon(**options)`` starts a worker with ``group__option=value`` overrides."""
+    started: list[Daemon] = []
+
+    def start(env: dict[str, str] | None = None, **options: Any) -> Daemon:
+        started.append(Daemon(tmp_path, rabbit_url, database_url, **options).start(env))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.kill()

@@ -1,0 +1,167 @@
+"""``dbworker-manage call``: an operator's call to a worker on the real RabbitMQ, run as a subprocess.
+
+The worker runs in this process (the services family on SQLite) on a topic of its own; each test
+writes a config file naming the broker and the topic and runs the command as an operator would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+
+import kombu
+import pytest
+from testenv import service_url
+
+from dbworker import client, migration, rpc, wire
+from dbworker.dispatch import Dispatcher
+from dbworker.handlers import services
+from dbworker.registry import Registry
+from dbworker.session import make_engine, make_sessionmaker
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
+
+HOST = "manage-call"
+ADMIN = ["--admin"]
+USER = ["--project-id", "p1", "--user-id", "u1"]
+
+
+@pytest.fixture(scope="module")
+def rabbit_url() -> str:
+    return service_url("rabbitmq")
+
+
+@pytest.fixture(scope="module")
+def topic(rabbit_url, private_database_url, rpc_conf):
+    """The topic of a worker serving only the services family, on RabbitMQ and SQLite."""
+    engine = make_engine(private_database_url("sqlite"))
+    migration.upgrade(engine)
+    topic = f"dbworker-manage-{uuid.uuid4().hex[:8]}"
+    transport = client.get_transport(rpc_conf, url=rabbit_url)
+    dispatcher = Dispatcher(Registry.from_modules([services]), make_sessionmaker(engine))
+    server = rpc.build_server(transport, dispatcher, topic=topic, host=HOST, pool_size=4)
+    server.start()
+    yield topic
+    server.stop()
+    server.wait()
+    transport.cleanup()
+    engine.dispose()
+    with kombu.Connection(rabbit_url.replace("rabbit://", "amqp://", 1)) as conn:
+        channel = conn.channel()
+        for queue in (topic, f"{topic}.{HOST}"):
+            with contextlib.suppress(Exception):
+                channel.queue_delete(queue)
+
+
+def manage(tmp_path, url: str, topic: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``dbworker-manage --config-file <tmp> call *args``."""
+    config = tmp_path / f"dbworker-{uuid.uuid4().hex[:6]}.conf"
+    config.write_text(f"[DEFAULT]\ntransport_url = {url}\n[dbworker]\ntopic = {topic}\n")
+    return subprocess.run(
+        [sys.executable, "-m", "dbworker.manage", "--config-file", str(config), "call", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_call_prints_the_reply_as_sorted_json_with_wire_datetimes(tmp_path, rabbit_url, topic):
+    created = manage(tmp_path, rabbit_url, topic, "service_create", '{"values": {"host": "h"}}', *ADMIN)
+    assert (created.returncode, created.stderr) == (0, "")
+    record = json.loads(created.stdout)
+    assert record["host"] == "h" and record["deleted"] is False
+    assert datetime.strptime(record["created_at"], wire.TIME_FORMAT)
+    assert created.stdout == json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+    by_id = json.dumps({"service_id": record["id"]})
+    read = manage(tmp_path, rabbit_url, topic, "service_get", by_id, *ADMIN)
+    assert read.returncode == 0 and json.loads(read.stdout) == record
+
+
+@pytest.mark.parametrize(
+    ("function", "kwargs", "who", "expected", "expected_kwargs"),
+    [
+        (
+            "service_get",
+            '{"service_id": 999}',
+            ADMIN,
+            "ServiceNotFound: Service 999 could not be found.",
+            {"service_id": 999, "code": 404},
+        ),
+        ("service_get_all", "{}", USER, "AdminRequired: User does not have admin privileges", {"code": 403}),
+        ("service_get_all", "{}", [], "AdminRequired: User does not have admin privileges", {"code": 403}),
+        (
+            "service_get",
+            '{"service_id": "one"}',
+            ADMIN,
+            "InvalidInput: Invalid input received: argument 'service_id' must be int",
+            {"code": 400},
+        ),
+    ],
+    ids=["not-found", "user-context", "no-context", "bad-argument"],
+)
+def test_a_typed_error_prints_its_class_message_and_kwargs_on_stderr(
+    tmp_path, rabbit_url, topic, function, kwargs, who, expected, expected_kwargs
+):
+    result = manage(tmp_path, rabbit_url, topic, function, kwargs, *who)
+    message, error_kwargs = result.stderr.splitlines()
+    assert (result.returncode, result.stdout) == (1, "")
+    assert message.startswith(expected)
+    assert error_kwargs == json.dumps(json.loads(error_kwargs), sort_keys=True)
+    assert expected_kwargs.items() <= json.loads(error_kwargs).items()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (['{"service_id": 1', *ADMIN], "the keyword arguments are not JSON"),
+        (["[1]", *ADMIN], "the keyword arguments must be a JSON object, not list"),
+        (["{}", "--admin", "--project-id", "p1", "--user-id", "u1"], "--admin cannot be combined"),
+        (["{}", "--user-id", "u1"], "--project-id and --user-id go together"),
+        (["{}", *ADMIN, "--timeout", "0"], "--timeout must be more than 0"),
+    ],
+    ids=["bad-json", "not-an-object", "admin-and-ids", "user-without-project", "zero-timeout"],
+)
+def test_bad_arguments_exit_2_with_one_line_before_anything_is_sent(tmp_path, rabbit_url, args, message):
+    result = manage(tmp_path, rabbit_url, "unused", "service_get", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"dbworker-manage: error: {result.stderr.split('error: ', 1)[1]}"
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_function_the_worker_does_not_serve_is_named_with_no_such_method(tmp_path, rabbit_url, topic):
+    result = manage(tmp_path, rabbit_url, topic, "volume_get", '{"volume_id": "x"}', *ADMIN)
+    assert result.returncode == 1
+    assert result.stderr == "dbworker-manage: error: the worker does not serve 'volume_get' (NoSuchMethod)\n"
+
+
+def test_no_worker_on_the_topic_times_out_after_the_timeout(tmp_path, rabbit_url):
+    nobody = f"dbworker-nobody-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    result = manage(tmp_path, rabbit_url, nobody, "service_get_all", "{}", *ADMIN, "--timeout", "2")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"dbworker-manage: error: no worker on topic '{nobody}' answered within 2 seconds "
+        "(MessagingTimeout)\n"
+    )
+    assert time.monotonic() - started < 20
+
+
+def test_an_unreachable_broker_fails_within_the_timeout_without_printing_its_password(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"rabbit://guest:s3cret-pw@127.0.0.1:{port}/"
+    result = manage(tmp_path, url, "dbworker", "service_get_all", "{}", *ADMIN, "--timeout", "1")
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"error: could not send the call within 1 seconds: the message broker (127.0.0.1:{port}) "
+        "is unreachable\n"
+    )
+    assert "s3cret-pw" not in result.stdout + result.stderr

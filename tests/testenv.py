@@ -1,0 +1,53 @@
+"""The test environment: which local services the tests use, and whether a missing one skips
+(locally) or fails (``CI=true``). Imported by ``conftest.py`` and by test modules."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+SERVICES = {
+    "postgresql": (
+        "DBWORKER_TEST_POSTGRESQL_URL",
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
+    ),
+    "mysql": ("DBWORKER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    "rabbitmq": ("DBWORKER_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/"),
+}
+
+DATABASES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+]
+
+
+def service_url(kind: str) -> str:
+    """Return the URL of a local service, or skip (fail with CI=true) if it is off or down."""
+    variable, default = SERVICES[kind]
+    url = os.environ.get(variable, default)
+    if not url:
+        _unavailable(f"{kind}: {variable} is empty")
+    parts = urlsplit(url.replace("kombu+", ""))
+    host, port = parts.hostname or "127.0.0.1", parts.port or {"rabbitmq": 5672}.get(kind)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as err:
+        _unavailable(f"{kind} at {host}:{port} is unreachable: {err}")
+    return url
+
+
+def _unavailable(reason: str) -> None:
+    if CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+#: The databases with row locks (``SELECT ... FOR UPDATE``): concurrency tests run on these only.
+#: Use as ``pytest.mark.parametrize("database", LOCKING_DATABASES, indirect=True)``.
+LOCKING_DATABASES = [param for param in DATABASES if param.id != "sqlite"]

@@ -1,0 +1,93 @@
+"""The wire format: one datetime format, strict encoding, replies decoded back to datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from dbworker import exception
+from dbworker.context import RequestContext
+from dbworker.serialize import View, to_primitive
+from dbworker.wire import decode_reply, encode, format_time, parse_time
+
+
+def test_datetimes_travel_as_naive_utc_with_microseconds():
+    assert format_time(datetime(2012, 9, 26, 1, 2, 3)) == "2012-09-26T01:02:03.000000"
+    aware = datetime(2012, 9, 26, 3, 2, 3, 7, tzinfo=timezone(timedelta(hours=2)))
+    assert format_time(aware) == "2012-09-26T01:02:03.000007"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2012-09-26T01:02:03.000007", datetime(2012, 9, 26, 1, 2, 3, 7)),
+        ("2012-09-26", datetime(2012, 9, 26)),
+        ("2012-09-26T03:02:03+02:00", datetime(2012, 9, 26, 1, 2, 3)),
+        ("2012-09-26T01:02:03Z", datetime(2012, 9, 26, 1, 2, 3)),
+    ],
+)
+def test_parse_time_reads_iso_8601_into_naive_utc(text, expected):
+    assert parse_time(text, "begin") == expected
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2012-13-01", 12, ["2012-01-01"]])
+def test_parse_time_rejects_anything_else_naming_the_argument(bad):
+    with pytest.raises(exception.InvalidInput, match="begin"):
+        parse_time(bad, "begin")
+
+
+def test_encode_is_strict():
+    assert encode({"a": [1, (2, 3)], "t": datetime(2020, 1, 1, tzinfo=UTC)}) == {
+        "a": [1, [2, 3]],
+        "t": "2020-01-01T00:00:00.000000",
+    }
+    for bad in ({1, 2}, object(), {1: "int key"}):
+        with pytest.raises(TypeError):
+            encode(bad)
+
+
+def test_decode_reply_turns_record_datetimes_back_and_leaves_user_dicts_alone():
+    reply = [
+        {
+            "id": 1,
+            "deleted": False,
+            "created_at": "2020-01-01T00:00:00.000001",
+            "updated_at": None,
+            "metadata": {"created_at": "2020-01-01T00:00:00.000001"},
+        }
+    ]
+    (record,) = decode_reply(reply)
+    assert record["created_at"] == datetime(2020, 1, 1, 0, 0, 0, 1)
+    assert record["updated_at"] is None
+    assert record["metadata"] == {"created_at": "2020-01-01T00:00:00.000001"}
+
+
+def test_to_primitive_refuses_what_json_cannot_carry():
+    for bad in ({1}, object(), {1: "x"}):
+        with pytest.raises(TypeError):
+            to_primitive(bad, View())
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"user": "u", "project": "p"}, ("u", "p", False)),
+        ({"user_id": "u", "project_id": "p", "roles": ["admin"]}, ("u", "p", True)),
+        ({"is_admin": False, "roles": ["admin"]}, (None, None, False)),
+        ({}, (None, None, False)),
+        (None, (None, None, False)),
+    ],
+)
+def test_context_from_dict_reads_oslo_and_cinder_keys(values, expected):
+    ctx = RequestContext.from_dict(values)
+    assert (ctx.user_id, ctx.project_id, ctx.is_admin) == expected
+
+
+def test_context_keeps_the_callers_request_id_and_validates_read_deleted():
+    assert RequestContext.from_dict({"request_id": "req-1"}).request_id == "req-1"
+    assert RequestContext.from_dict({}).request_id.startswith("req-")
+    with pytest.raises(exception.InvalidInput, match="read_deleted"):
+        RequestContext.from_dict({"read_deleted": "maybe"})
+    with pytest.raises(exception.InvalidInput, match="user_id"):
+        RequestContext.from_dict({"user_id": 5})
