@@ -15,9 +15,11 @@ from oslo_service import backend as _backend
 _backend.init_backend(_backend.BackendType.THREADING)  # before anything imports oslo_messaging
 
 import os  # noqa: E402
+import sys  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
@@ -150,14 +152,71 @@ def rpc_servers(rpc_conf):
         transport.cleanup()
 
 
-@pytest.fixture(params=["local", "rpc"])
-def api(request: pytest.FixtureRequest, db: Database, rpc_servers):
-    """The API under test: ``LocalAPI`` (in-process) or ``Client`` (RPC), on ``db``."""
+@pytest.fixture(scope="session")
+def daemon_api(rpc_conf, tmp_path_factory: pytest.TempPathFactory):
+    """A factory: the API of a real ``dbworker`` daemon serving ``database``, started the way the
+    README runs it (``dbworker --config-file etc/dbworker.conf``, plus a file naming the test's
+    database and a topic of its own) on the local RabbitMQ, called by a bare oslo.messaging
+    client. One daemon per database, stopped (by pid) at the end of the session."""
+    import oslo_messaging
+    from daemons import ROOT, Daemon, PlainOsloAPI
+
+    running: dict[str, tuple[Daemon, PlainOsloAPI]] = {}
+    transports = []
+
+    def for_database(database: Database):
+        if database.kind not in running:
+            url = service_url("rabbitmq")
+            worker = Daemon(tmp_path_factory.mktemp("daemon"), url, database.url, dbworker__workers=1)
+            worker.command = [str(Path(sys.executable).with_name("dbworker"))]
+            worker.config_files.insert(0, ROOT / "etc" / "dbworker.conf")
+            worker.start()
+            transport = oslo_messaging.get_rpc_transport(
+                rpc_conf, url=url, allowed_remote_exmods=["dbworker.exception"]
+            )
+            transports.append(transport)
+            target = oslo_messaging.Target(topic=worker.topic, version="1.0")
+            client = oslo_messaging.get_rpc_client(transport, target, timeout=30)
+            worker.wait_for_log("consuming topic")
+            running[database.kind] = (worker, PlainOsloAPI(client))
+        return running[database.kind][1]
+
+    yield for_database
+    for worker, _ in running.values():
+        worker.kill()
+    for transport in transports:
+        transport.cleanup()
+
+
+#: Which entry a contract case runs through: in process, the RPC client over kombu+memory, and
+#: (on SQLite, the README's default database) a real daemon on the local RabbitMQ.
+ENTRIES = ["local", "rpc", pytest.param("daemon", marks=[pytest.mark.rabbitmq, pytest.mark.slow])]
+
+
+@pytest.fixture(params=ENTRIES)
+def api(request: pytest.FixtureRequest, db: Database, rpc_servers, daemon_api):
+    """The API under test on ``db``: ``LocalAPI`` (in-process), ``Client`` (RPC over
+    kombu+memory) or a bare oslo.messaging client of a real daemon."""
     if request.param == "local":
         from dbworker.api import LocalAPI
 
         return LocalAPI.from_engine(db.engine)
+    if request.param == "daemon":
+        return daemon_api(db)
     return rpc_servers(db)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the daemon entry on SQLite only: the other databases are covered in process and over
+    RPC, and the daemon's own tests run it on PostgreSQL."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_daemon = params.get("api") == "daemon" and params.get("database", "sqlite") != "sqlite"
+        (drop if on_daemon else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 # --- contexts ---------------------------------------------------------------------------------

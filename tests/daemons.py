@@ -6,6 +6,7 @@ The fixtures that start daemons live in ``tests/integration/conftest.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from typing import Any
 import oslo_messaging
 import sqlalchemy as sa
 
-from dbworker import migration
+from dbworker import exception, migration
+from dbworker.calls import CatalogueAPI
 
 ADMIN = {"is_admin": True, "roles": ["admin"]}
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,11 +51,14 @@ class Daemon:
         }
         for key, value in options.items():
             group, _, name = key.rpartition("__")
-            sections[group or "DEFAULT"][name] = value
+            sections.setdefault(group or "DEFAULT", {})[name] = value
         self.conf_path = tmp_path / f"{self.topic}.conf"
         self.write_conf(sections)
         self.log_path = tmp_path / f"{self.topic}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: How the daemon is run, and its ``--config-file`` arguments (later files win).
+        self.command: list[str] = [sys.executable, "-W", "ignore", "-m", "dbworker"]
+        self.config_files: list[Path] = [self.conf_path]
 
     def write_conf(self, sections: dict[str, dict[str, Any]]) -> None:
         self.sections = sections
@@ -66,7 +71,7 @@ class Daemon:
     def start(self, env: dict[str, str] | None = None) -> Daemon:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-W", "ignore", "-m", "dbworker", "--config-file", str(self.conf_path)],
+                [*self.command, *(arg for path in self.config_files for arg in ("--config-file", str(path)))],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -137,3 +142,54 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
+
+
+class PlainOsloAPI(CatalogueAPI):
+    """The catalogue's functions sent by a bare ``oslo_messaging.RPCClient`` (not ``dbworker.client``).
+
+    Arguments go out as the contract's JSON (``wire.encode``); each reply is checked to be plain
+    JSON before it is decoded for the test's comparisons. Errors arrive as oslo.messaging rebuilds
+    them from ``allowed_remote_exmods``: ``<Class>_Remote`` subclasses of dbworker's classes, whose
+    ``str()`` carries the worker's traceback; they are turned back into their class with the
+    worker's message so the contract cases can compare them.
+    """
+
+    def __init__(self, client: oslo_messaging.RPCClient) -> None:
+        self._rpc = client
+
+    def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        try:
+            reply = self._rpc.call(ctxt, name, **kwargs)
+        except exception.CinderException as err:
+            assert type(err).__name__.endswith("_Remote"), "rebuilt by oslo.messaging"
+            raise type(err).__mro__[1](*err.args, **err.kwargs) from None
+        except oslo_messaging.RemoteError as err:
+            if err.exc_type == "NoSuchMethod":
+                raise oslo_messaging.NoSuchMethod(name) from None
+            raise
+        assert json.loads(json.dumps(reply)) == reply, f"{name} replied with non-JSON {reply!r}"
+        return reply
+
+
+def broker_queue(name: str) -> dict[str, Any]:
+    """Return RabbitMQ's view of the queue ``name`` (``messages_ready``, ``messages_unacknowledged``,
+    ``consumers``, ``type``), read with ``rabbitmqctl`` from the local node."""
+    listing = subprocess.run(
+        [
+            *("rabbitmqctl", "-q", "list_queues", "--formatter", "json"),
+            *("name", "messages_ready", "messages_unacknowledged", "consumers", "type"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    queues = {queue["name"]: queue for queue in json.loads(listing)}
+    assert name in queues, f"no queue {name!r} on the broker"
+    return queues[name]
+
+
+def on_broker(name: str) -> int:
+    """Return how many messages the broker still owns in queue ``name`` (ready or pushed unacked)."""
+    queue = broker_queue(name)
+    return queue["messages_ready"] + queue["messages_unacknowledged"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import types
 from pathlib import Path
 
@@ -76,6 +77,14 @@ def test_aliased_seed_parameters_are_served_under_their_new_name():
 
 def test_every_seed_function_has_a_handler():
     assert sorted(catalogue.SEED_NAMES - set(REGISTRY)) == []
+
+
+def test_every_seed_function_is_called_by_the_contract_cases():
+    """Each function appears in ``tests/contract`` as ``api.<name>(`` or ``"<name>"`` (a call by
+    name), so the cases run it in process, over RPC and through the daemon."""
+    cases = "".join(path.read_text() for path in (Path(__file__).parents[1] / "contract").glob("test_*.py"))
+    called = {name for name in catalogue.SEED_NAMES if re.search(rf"\bapi\.{name}\(|[\"']{name}[\"']", cases)}
+    assert sorted(catalogue.SEED_NAMES - called) == []
 
 
 #: Which handler module serves a function, by name prefix (longest first) ...
