@@ -1,12 +1,14 @@
 """The schema's version, owned by Alembic: upgrade a database, read its revision, compare to head.
 
 Used programmatically (no ``alembic.ini``): the scripts live in ``dbworker/migrations``.
-``dbworker-manage db sync`` calls :func:`upgrade`; the worker refuses to start unless
-:func:`is_current`.
+``dbworker-manage db sync`` calls :func:`upgrade` (which adopts a Folsom-era database first); the
+worker refuses to start unless :func:`is_current`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,12 +18,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from dbworker import models
+from dbworker import adopt, models
 
 SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
-
-#: The table sqlalchemy-migrate (Folsom's Cinder) keeps its version in.
-LEGACY_VERSION_TABLE = "migrate_version"
 
 
 class SchemaError(Exception):
@@ -53,35 +52,51 @@ def is_current(engine: Engine) -> bool:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (default: head); a no-op when it is there already.
+    """Upgrade the database to ``revision`` (default: head), in one transaction; a no-op when it is
+    there already. A Folsom-era database (sqlalchemy-migrate's ``migrate_version`` at version 2) is
+    first adopted: brought to revision 0001 and stamped (:mod:`dbworker.adopt`).
+
+    On SQLite, foreign keys are off for the transaction: rebuilding a table (as SQLite's ALTER
+    procedure must) would otherwise break the keys pointing at it.
 
     Raises:
-        SchemaError: the database holds tables Alembic did not create (a Folsom-era database
-            from sqlalchemy-migrate, or a schema made by ``create_all``): upgrading would collide.
+        SchemaError: the database holds tables Alembic did not create and cannot adopt (a
+            sqlalchemy-migrate version other than Folsom's, a changed Folsom schema, Folsom data
+            that breaks a key it adds, or a schema made by ``create_all``); nothing was changed.
     """
-    with engine.begin() as conn:
-        _check_adoptable(conn)
-        config = _config()
+    config = _config()
+    with engine.connect() as conn, _sqlite_foreign_keys_off(conn), conn.begin():
         config.attributes["connection"] = conn
+        if _check_adoptable(conn):
+            try:
+                adopt.adopt(conn, ScriptDirectory.from_config(config))
+            except adopt.AdoptionRefused as err:
+                raise SchemaError(str(err)) from err
         command.upgrade(config, revision)
 
 
-def _check_adoptable(conn: sa.Connection) -> None:
-    if MigrationContext.configure(conn).get_current_revision() is not None:
+@contextmanager
+def _sqlite_foreign_keys_off(conn: sa.Connection) -> Iterator[None]:
+    if conn.dialect.name != "sqlite":
+        yield
         return
+    dbapi = conn.connection.driver_connection  # outside a transaction, where the pragma takes effect
+    dbapi.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        dbapi.execute("PRAGMA foreign_keys = ON")
+
+
+def _check_adoptable(conn: sa.Connection) -> bool:
+    """Return True for a sqlalchemy-migrate database (to adopt), False for one Alembic knows or an
+    empty one; raise SchemaError for dbworker tables of unknown version."""
+    if MigrationContext.configure(conn).get_current_revision() is not None:
+        return False
     present = set(sa.inspect(conn).get_table_names())
+    if adopt.LEGACY_VERSION_TABLE in present:
+        return True
     ours = sorted(present & set(models.Base.metadata.tables))
-    if LEGACY_VERSION_TABLE in present:
-        version = conn.execute(sa.text(f"SELECT version FROM {LEGACY_VERSION_TABLE}")).scalar()
-        raise SchemaError(
-            f"This database was created by Cinder's sqlalchemy-migrate (table "
-            f"{LEGACY_VERSION_TABLE!r}, version {version}) and has no alembic_version table. "
-            "dbworker does not adopt a Folsom-era schema automatically: back the database up, "
-            "bring its tables to dbworker's revision 0001 (a unique (target_num, host) on "
-            "iscsi_targets, quota_usages.live, the volume_admin_metadata table; see "
-            "dbworker/migrations/versions/0001_initial_schema.py), then record the revision "
-            "with `dbworker-manage db stamp 0001`."
-        )
     if ours:
         raise SchemaError(
             f"The database already has dbworker tables ({', '.join(ours[:3])}, ...) but no "
@@ -89,6 +104,7 @@ def _check_adoptable(conn: sa.Connection) -> None:
             "connection at an empty database, or drop these tables, and run "
             "`dbworker-manage db sync` again."
         )
+    return False
 
 
 def stamp(engine: Engine, revision: str) -> None:

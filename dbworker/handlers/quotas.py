@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
@@ -23,6 +23,12 @@ from dbworker.registry import Auth, handler
 def _limit(limit: int | None) -> int | None:
     """Return a hard limit as stored: an integer (negative: unlimited) or None (unlimited)."""
     return None if limit is None else check_int("limit", limit)
+
+
+def _hard_limits(tx: Session, query: Select, model: type[Quota] | type[QuotaClass]) -> dict[str, int | None]:
+    """Return ``{resource: hard_limit}`` of the rows ``query`` selects; where a resource has
+    several rows, the oldest wins (the row the ``*_get`` functions return)."""
+    return {row.resource: row.hard_limit for row in tx.scalars(query.order_by(model.id.desc()))}
 
 
 # --- quotas -------------------------------------------------------------------------------------
@@ -58,10 +64,7 @@ def quota_get_all_by_project(tx: Session, ctx: RequestContext, project_id: str) 
     """Return ``{"project_id": p, resource: hard_limit, ...}`` of the live quotas; where a resource
     has several rows, the oldest wins (the row ``quota_get`` returns)."""
     query = model_query(ctx, Quota, read_deleted="no").where(Quota.project_id == project_id)
-    result: dict[str, Any] = {"project_id": project_id}
-    for quota in tx.scalars(query.order_by(Quota.id.desc())):
-        result[quota.resource] = quota.hard_limit
-    return result
+    return {"project_id": project_id, **_hard_limits(tx, query, Quota)}
 
 
 @handler(auth=Auth.ADMIN, writes=True)
@@ -126,10 +129,7 @@ def quota_class_get_all_by_name(tx: Session, ctx: RequestContext, class_name: st
     if ctx.is_user and ctx.quota_class != class_name:
         raise exception.NotAuthorized()
     query = model_query(ctx, QuotaClass, read_deleted="no").where(QuotaClass.class_name == class_name)
-    result: dict[str, Any] = {"class_name": class_name}
-    for quota_class in tx.scalars(query.order_by(QuotaClass.id.desc())):
-        result[quota_class.resource] = quota_class.hard_limit
-    return result
+    return {"class_name": class_name, **_hard_limits(tx, query, QuotaClass)}
 
 
 @handler(auth=Auth.ADMIN, writes=True)

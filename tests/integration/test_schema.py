@@ -9,8 +9,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
+from schema_checks import differences, mysql_table_options
 from testenv import DATABASES
 
 from dbworker import migration, models
@@ -25,12 +24,6 @@ def empty_engine(request: pytest.FixtureRequest, private_database_url):
     engine.dispose()
 
 
-def _differences(engine: sa.Engine) -> list:
-    with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return compare_metadata(context, models.Base.metadata)
-
-
 def test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema(empty_engine):
     assert migration.current(empty_engine) is None
     assert not migration.is_current(empty_engine)
@@ -39,30 +32,16 @@ def test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema(emp
 
     assert migration.current(empty_engine) == migration.head() == "0001"
     assert migration.is_current(empty_engine)
-    assert _differences(empty_engine) == []
+    assert differences(empty_engine) == []
 
 
 def test_mysql_tables_are_innodb_utf8mb4_with_microsecond_datetimes(private_database_url):
     engine = make_engine(private_database_url("mysql"))
     migration.upgrade(engine)
-    with engine.connect() as conn:
-        tables = conn.execute(
-            sa.text(
-                "SELECT table_name, engine, table_collation FROM information_schema.tables "
-                "WHERE table_schema = DATABASE() AND table_name != 'alembic_version'"
-            )
-        ).all()
-        precisions = set(
-            conn.execute(
-                sa.text(
-                    "SELECT datetime_precision FROM information_schema.columns "
-                    "WHERE table_schema = DATABASE() AND data_type = 'datetime'"
-                )
-            ).scalars()
-        )
+    tables, precisions = mysql_table_options(engine)
     engine.dispose()
-    assert {name for name, _, _ in tables} == set(models.Base.metadata.tables)
-    assert {(engine_, collation.split("_")[0]) for _, engine_, collation in tables} == {("InnoDB", "utf8mb4")}
+    assert set(tables) == set(models.Base.metadata.tables)
+    assert set(tables.values()) == {("InnoDB", "utf8mb4")}
     assert precisions == {6}
 
 
@@ -75,23 +54,26 @@ def test_upgrading_twice_changes_nothing(empty_engine):
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        ("migrate_version", "sqlalchemy-migrate"),
+        ("migrate_version", "is at version 1; dbworker adopts only Folsom's Cinder schema, version 2"),
         ("create_all", "no alembic_version table"),
     ],
 )
 def test_a_schema_alembic_did_not_create_is_refused_with_what_to_do(private_database_url, setup, expected):
+    """A Folsom schema (migrate_version 2) is adopted (test_folsom_adoption.py); any other
+    sqlalchemy-migrate version, or tables without a version, are refused."""
     engine = make_engine(private_database_url("sqlite"))
     models.Base.metadata.create_all(engine)
     if setup == "migrate_version":
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE migrate_version (version INTEGER)"))
-            conn.execute(sa.text("INSERT INTO migrate_version VALUES (2)"))
+            conn.execute(sa.text("INSERT INTO migrate_version VALUES (1)"))
 
     with pytest.raises(migration.SchemaError, match=expected) as raised:
         migration.upgrade(engine)
 
     assert "dbworker-manage db" in str(raised.value)
     assert migration.current(engine) is None
+    assert ("migrate_version" in sa.inspect(engine).get_table_names()) == (setup == "migrate_version")
 
 
 # --- dbworker-manage ----------------------------------------------------------------------------
@@ -126,7 +108,7 @@ def test_db_sync_creates_the_schema_and_db_version_prints_it(tmp_path, private_d
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert (after.returncode, after.stdout) == (0, f"{migration.head()}\n")
     engine = make_engine(url)
-    assert _differences(engine) == []
+    assert differences(engine) == []
     engine.dispose()
 
 
