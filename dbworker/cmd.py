@@ -11,6 +11,7 @@ import sys  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from dbworker import service  # noqa: E402
+from dbworker.masking import mask  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         service.check_startup(conf)
         failure = None
     except service.StartupError as err:
-        failure = service.mask(str(err))
+        failure = mask(str(err))
     if failure is not None:
         service.LOG.error("Not starting: %s", failure)
         if _logs_elsewhere(conf):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import typing
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
 from dbworker.context import RequestContext
+from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry
 from dbworker.serialize import View, to_primitive
 from dbworker.session import is_deadlock, is_disconnect
@@ -112,6 +114,7 @@ class Dispatcher:
     def _call(self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any]) -> Primitive:
         _authorize(handler, ctx)
         bound = handler.bind(kwargs)
+        _check_storable(handler, bound)
         if (
             handler.project_arg is not None
             and ctx.is_user
@@ -145,11 +148,17 @@ class Dispatcher:
         self, handler: Handler, ctx: RequestContext, kwargs: dict[str, Any], view: View
     ) -> Primitive:
         deferred: exception.CinderException | None = None
-        with self.sessions() as tx:
+        failed: Exception | None = None
+        tx = self.sessions()
+        try:
             tx.info["settings"] = self.settings
             committing = False
             try:
                 tx.begin()
+                if not handler.writes and tx.get_bind().dialect.name == "postgresql":
+                    # One snapshot for the whole call: a reply read by several statements (a
+                    # volume, then its metadata) must not mix two commits, as READ COMMITTED can.
+                    tx.connection(execution_options={"isolation_level": "REPEATABLE READ"})
                 try:
                     reply = to_primitive(handler.fn(tx, ctx, **kwargs), view)
                 except exception.CinderException as err:
@@ -160,7 +169,13 @@ class Dispatcher:
                 committing = True
                 tx.commit()
             except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
-                raise self._translate(err, handler, ctx, committing=committing) from None
+                failed = err
+        finally:
+            _close(tx, handler, ctx)
+        if failed is not None:
+            # Translated (and logged) outside the except block: oslo.log appends the active
+            # exception's first line to ERROR records, and a driver's message carries row values.
+            raise self._translate(failed, handler, ctx, committing=committing) from None
         if deferred is not None:
             raise deferred
         return reply
@@ -182,7 +197,9 @@ class Dispatcher:
             return exception.Duplicate()
         if isinstance(err, db_exc.DBReferenceError):
             return exception.InvalidInput(reason="a referenced row does not exist")
-        if isinstance(err, db_exc.DBDataError):
+        if isinstance(err, db_exc.DBDataError) or isinstance(
+            getattr(err, "inner_exception", err), sqlalchemy.exc.DataError
+        ):  # oslo.db raises DBDataError on MySQL only; PostgreSQL's "value too long" is a DataError
             return exception.InvalidInput(reason="a value does not fit its column")
         LOG.error(
             "%s %s: unexpected database error %s (%s)",
@@ -198,11 +215,39 @@ class Dispatcher:
             self.counters[key] += 1
 
 
+def _close(tx: Session, handler: Handler, ctx: RequestContext) -> None:
+    """Close the call's session without letting a failure replace the call's outcome.
+
+    Closing rolls back a transaction the call left open (it raised); on a lost connection that
+    rollback fails, but the database has already rolled the transaction back, and SQLAlchemy
+    discards the connection. Raising here would turn the call's typed error (or its re-run) into a
+    raw database error on the wire.
+    """
+    try:
+        tx.close()
+    except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
+        LOG.warning("%s %s: closing the session failed: %s", ctx.request_id, handler.name, type(err).__name__)
+
+
 def _authorize(handler: Handler, ctx: RequestContext) -> None:
     if handler.auth is Auth.ADMIN and not ctx.is_admin:
         raise exception.AdminRequired()
     if handler.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
         raise exception.NotAuthorized()
+
+
+def _check_storable(handler: Handler, bound: Mapping[str, Any]) -> None:
+    """Refuse, as InvalidInput naming the argument, a scalar argument no column holds, which a
+    driver would reject with a raw error: a string (or list item) with a NUL byte or a lone
+    surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are checked
+    by the handlers, key by key."""
+    for arg in handler.args:
+        value, name = bound[arg.name], f"argument {arg.name!r}"
+        if isinstance(value, int) and int in (typing.get_args(arg.annotation) or (arg.annotation,)):
+            check_int(name, value)
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(item, str):
+                check_string(name, item, None)
 
 
 def _db_code(err: Exception) -> str:

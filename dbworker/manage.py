@@ -24,7 +24,6 @@ _backend.init_backend(_backend.BackendType.THREADING)  # before anything imports
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -40,7 +39,7 @@ from oslo_db import exception as db_exc  # noqa: E402
 from oslo_messaging import opts as messaging_opts  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from dbworker import __version__, client, conf, exception, migration, models, wire  # noqa: E402
+from dbworker import __version__, client, conf, exception, masking, migration, models, wire  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
 
 PROG = "dbworker-manage"
@@ -246,14 +245,8 @@ def _log_masked_warnings() -> None:
     """Show the libraries' warnings (a broker connection retrying) on stderr, credentials masked."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    handler.addFilter(_MaskingFilter())
+    handler.addFilter(masking.MaskingFilter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-
-
-class _MaskingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = _mask(record.getMessage()), ()
-        return True
 
 
 def _register_messaging_opts(config: cfg.ConfigOpts) -> None:
@@ -340,16 +333,8 @@ def _first_line(err: BaseException) -> str:
     return (str(inner).strip().splitlines() or [type(inner).__name__])[0]
 
 
-#: ``scheme://user:password@``: the password part is masked in every message.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-
-
-def _mask(message: str) -> str:
-    return _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", message)
-
-
 def _fail(message: str, status: int = 1) -> int:
-    print(f"{PROG}: error: {_mask(message)}", file=sys.stderr)
+    print(f"{PROG}: error: {masking.mask(message)}", file=sys.stderr)
     return status
 
 

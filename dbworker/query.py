@@ -20,6 +20,8 @@ from dbworker.wire import parse_time
 M = TypeVar("M", bound=models.Base)
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+#: Size columns (gigabytes): a negative value is InvalidInput.
+_SIZES = frozenset({("volumes", "size"), ("snapshots", "volume_size")})
 
 
 def model_query(
@@ -103,7 +105,7 @@ def column_value(column: Any, key: str, value: Any) -> Any:
     """Return ``value`` checked (and, for datetimes, parsed) for ``column``.
 
     Raises:
-        InvalidInput: naming ``key``.
+        InvalidInput: naming ``key``; also for a negative size.
     """
     if value is None:
         if not column.nullable and not column.primary_key:
@@ -117,6 +119,8 @@ def column_value(column: Any, key: str, value: Any) -> Any:
             raise exception.InvalidInput(reason=f"{key} must be a boolean")
     elif isinstance(kind, Integer):
         check_int(key, value)
+        if (column.table.name, key) in _SIZES and value < 0:
+            raise exception.InvalidInput(reason=f"{key} must not be negative")
     elif isinstance(kind, DateTime):
         value = parse_time(value, key)
         if value.year < 1000:

@@ -6,13 +6,16 @@ registered handler (no hand-written method per function); every call goes to the
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import oslo_messaging
 from oslo_config import cfg
+from oslo_messaging._drivers.base import Listener
 from oslo_messaging.rpc.server import RPCServer
 
 from dbworker import exception
@@ -62,20 +65,213 @@ class BaseEndpoint:
         return {"service": "dbworker", "arg": arg}
 
 
-class BoundedRPCServer(RPCServer):
-    """An RPC server that takes a message from the broker only when a worker thread is free.
+class SlotGate:
+    """The free executor threads of one server: a request is accepted (acked) only by taking one.
 
-    oslo.messaging acks a request on receipt; its executor queue is unbounded, so a plain server
-    drains the whole queue into memory and a crash loses all of it. Blocking the listener until a
-    thread is free keeps the backlog on the broker, for the other workers (oslo-notes §2.9). This
-    overrides ``_on_incoming``, a private method: oslo.messaging's major version is pinned and a
-    test covers it.
+    ``take`` never blocks (it runs on whichever thread drains the broker connection); ``wait_free``
+    blocks the listener thread until a slot is free, so it asks the broker for a message only then.
+    ``close`` makes ``take`` refuse everything from then on (stopping).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def take(self) -> bool:
+        """Take a free slot; False when none is free or the gate is closed."""
+        with self._cond:
+            if self._closed or self._free <= 0:
+                return False
+            self._free -= 1
+            return True
+
+    def release(self) -> None:
+        """Give a slot back (its call finished, or its message was dropped)."""
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+    def wait_free(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a free slot; True if one is free and the gate is open."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._free > 0, timeout)
+            return not self._closed and self._free > 0
+
+    def close(self) -> None:
+        """Refuse every later ``take`` and wake ``wait_free``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _CountingList(list):
+    """oslo's listener's ``incoming`` list, counting appends (appends happen under the
+    connection lock; the listener thread only pops)."""
+
+    appended = 0
+
+    def append(self, item: Any) -> None:
+        self.appended += 1
+        super().append(item)
+
+
+class _GatedDelivery:
+    """The broker consumer's callback, in front of oslo's ``RpcAMQPListener``.
+
+    oslo acks a request as soon as its callback runs, on whichever thread drains the connection (the
+    listener's, or the heartbeat thread's while the listener waits for a slot). Here a delivery is
+    passed on (and so acked) only if it takes a free slot; otherwise it is held, unacked, until a
+    slot frees: the broker still owns it and redelivers it if this process dies. The broker pushes
+    at most ``rabbit_qos_prefetch_count`` unacked deliveries per consumer, which bounds the held
+    ones. Once closed (stopping), deliveries and held ones are requeued for the other workers.
+    Every method runs with the connection lock held (kombu is not thread-safe).
+    """
+
+    def __init__(self, listener: Any, gate: SlotGate) -> None:
+        self._listener = listener
+        self._gate = gate
+        self._incoming = listener.incoming = _CountingList(listener.incoming)
+        self._held: collections.deque[Any] = collections.deque()
+        self.closed = False
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def __call__(self, message: Any) -> None:
+        if self.closed:
+            _requeue(message)
+        elif self._held or not self._gate.take():
+            self._held.append(message)
+        else:
+            self._accept(message)
+
+    def accept_held(self) -> None:
+        """Accept held deliveries, oldest first, while slots are free."""
+        while self._held and self._gate.take():
+            self._accept(self._held.popleft())
+
+    def close(self) -> None:
+        """Requeue the held deliveries and every later one."""
+        self.closed = True
+        while self._held:
+            _requeue(self._held.popleft())
+
+    def _accept(self, message: Any) -> None:
+        before = self._incoming.appended
+        try:
+            self._listener(message)  # acks, then queues it for the listener thread
+        finally:
+            if self._incoming.appended == before:  # oslo dropped it (duplicate, failed ack)
+                self._gate.release()
+
+
+def _requeue(message: Any) -> None:
+    try:
+        message.requeue()
+    except Exception:  # the channel is gone: the broker redelivers unacked messages anyway
+        LOG.warning("Could not requeue a request", exc_info=True)
+
+
+class BoundedListener(Listener):
+    """Replaces oslo's ``PollStyleListenerAdapter``: polls the broker only while a slot is free.
+
+    The driver-level pieces it uses (the rabbit connection's ``_consumers``, ``_connection_lock``,
+    ``connection``, the listener's ``incoming``) are private to oslo.messaging; its major version is
+    pinned and ``tests/integration/test_daemon.py`` covers this class on a real RabbitMQ.
+    """
+
+    def __init__(self, poller: Any, gate: SlotGate) -> None:
+        super().__init__(batch_size=1, batch_timeout=None, prefetch_size=poller.prefetch_size)
+        self._poller = poller
+        self._gate = gate
+        self._connection = getattr(poller.conn, "connection", poller.conn)  # rabbit Connection
+        self._delivery = _GatedDelivery(poller, gate)
+        for consumer in self._connection._consumers:
+            if consumer.callback is poller:
+                consumer.callback = self._delivery
+        self._running = False
+        self._thread = threading.Thread(target=self._run, name="dbworker-listener", daemon=True)
+
+    def start(self, on_incoming_callback: Callable[[list[Any]], None]) -> None:
+        super().start(on_incoming_callback)
+        self._running = True
+        self._thread.start()
+
+    def _run(self) -> None:
+        while self._running:
+            if self._gate.wait_free(timeout=1.0):
+                if self._delivery.holding:
+                    with self._connection._connection_lock:
+                        self._delivery.accept_held()
+                # bounded, so deliveries held meanwhile (see _GatedDelivery) are taken within 1 s
+                self._hand_over(self._poller.poll(timeout=1.0, batch_size=1))
+        while self._hand_over(self._poller.poll(batch_size=1)):  # accepted before the stop
+            pass
+
+    def _hand_over(self, batch: list[Any] | None) -> bool:
+        if not batch:
+            return False
+        callback = self.on_incoming_callback
+        assert callback is not None
+        try:
+            callback(batch)
+        except Exception:
+            LOG.exception("Could not hand a request to a worker thread")
+        return True
+
+    def stop(self) -> None:
+        """Stop taking requests; those already accepted are handed over before this returns.
+
+        Then the consumers are cancelled, so the broker stops delivering to this worker, and the
+        deliveries it had pushed but this worker had not accepted are requeued for the other
+        workers. Without this, the heartbeat thread would keep draining (and oslo acking)
+        deliveries while the running calls finish, and they would be lost when the process exits.
+        """
+        self._running = False
+        with self._connection._connection_lock:
+            self._delivery.close()
+        self._gate.close()
+        self._poller.stop()
+        self._thread.join()
+        self._cancel_consumers()
+        super().stop()
+
+    def _cancel_consumers(self) -> None:
+        connection = self._connection
+        try:
+            with connection._connection_lock:
+                for consumer, tag in list(connection._consumers.items()):
+                    consumer.cancel(tag=tag)
+                for _ in range(max(self.prefetch_size, 1) + 8):  # bounded: at most prefetch pushed
+                    connection.connection.drain_events(timeout=0.05)
+        except TimeoutError:
+            pass  # nothing more had been pushed
+        except Exception:
+            LOG.warning("Could not cancel the broker consumers; the broker requeues on close", exc_info=True)
+
+    def cleanup(self) -> None:
+        self._poller.cleanup()
+
+
+class BoundedRPCServer(RPCServer):
+    """An RPC server that accepts a request from the broker only when a worker thread is free.
+
+    oslo.messaging acks a request on receipt and queues it for an unbounded executor, so a plain
+    server drains the whole queue into memory and a crash loses all of it (oslo-notes §2.9). Here
+    every accepted (acked) request holds one of ``pool_size`` slots until its reply is sent
+    (:class:`BoundedListener`, :class:`_GatedDelivery`), so a SIGKILL loses at most the calls that
+    were running, and the backlog stays on the broker for the other workers.
+
+    ``stop()`` stops taking requests, cancels the broker consumers and requeues what the broker had
+    already pushed; ``wait()`` then finishes and answers the running calls.
     """
 
     def __init__(self, *args: Any, pool_size: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool_size = pool_size
-        self._slots = threading.BoundedSemaphore(pool_size)
+        self._gate = SlotGate(pool_size)
 
     def start(self, override_pool_size: int | None = None) -> None:
         """Start consuming with as many executor threads as there are slots."""
@@ -84,14 +280,19 @@ class BoundedRPCServer(RPCServer):
     # oslo's ordered-task runner finds its states by this attribute; the override must keep it.
     start._ordered = True  # type: ignore[attr-defined]
 
-    def _on_incoming(self, incoming: Any) -> None:
-        self._slots.acquire()
+    def _create_listener(self) -> BoundedListener:
+        adapter = super()._create_listener()
+        self._gate = SlotGate(self._pool_size)
+        return BoundedListener(adapter._poll_style_listener, self._gate)
+
+    def _on_incoming(self, incoming: list[Any]) -> None:
+        gate = self._gate  # the message holds one of its slots since it was accepted
         try:
             future = self._work_executor.submit(self._process_incoming, incoming)
         except BaseException:
-            self._slots.release()
+            gate.release()
             raise
-        future.add_done_callback(lambda _f: self._slots.release())
+        future.add_done_callback(lambda _f: gate.release())
 
 
 def get_transport(conf: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:

@@ -5,24 +5,17 @@
 ``[dbworker] workers`` processes (cotyledon, threading backend). Each worker process builds its own
 engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.start`.
 
-Sizing (README, "Sizing the pools"). Per worker process:
+Per worker process (README, "Sizing the pools"): ``T = [DEFAULT] executor_thread_pool_size``
+(default 16) threads, ``[database] max_pool_size = T + 2`` unless set (plus ``max_overflow``), and
+``[oslo_messaging_rabbit] rabbit_qos_prefetch_count = 1`` unless set: the bounded server
+(``rpc.BoundedRPCServer``) accepts a call only when a thread is free, so a backlog stays on the
+broker. A deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
+connections; the startup check warns when one host alone exceeds ``max_connections``.
 
-* ``T = [DEFAULT] executor_thread_pool_size`` (dbworker's default: 16) threads run calls; the
-  bounded server takes a message from the broker only when one of them is free;
-* ``[database] max_pool_size = T + 2`` unless set explicitly (one connection per running call,
-  plus health checks), plus ``max_overflow`` (default 2) short-lived extra connections;
-* ``[oslo_messaging_rabbit] rabbit_qos_prefetch_count = T`` unless set explicitly.
-
-So a deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
-connections, which must stay at or below ``max_connections - headroom`` (PostgreSQL's default
-``max_connections`` is 100, MariaDB's 151). The startup check warns when one host alone exceeds it.
-
-Signals (oslo.service's threading backend, i.e. cotyledon): SIGTERM makes each worker stop taking
-calls, finish and answer the running ones (:meth:`WorkerService.stop`) and exit, within
-``[DEFAULT] graceful_shutdown_timeout``. SIGHUP re-reads the configuration files in the master
-(``restart_method='mutate'``: mutable options such as ``debug`` change) and then replaces every
-worker: each old worker drains exactly as on SIGTERM, and a new one is forked from the master
-with the new values. Calls still on the broker wait there for the other and the new workers.
+Signals (cotyledon): SIGTERM makes each worker stop taking calls, answer the running ones
+(:meth:`WorkerService.stop`) and exit, within ``[DEFAULT] graceful_shutdown_timeout``. SIGHUP
+re-reads the configuration in the master (``restart_method='mutate'``), then replaces every worker:
+each drains as on SIGTERM and a new one is forked with the new values.
 """
 
 from __future__ import annotations
@@ -31,7 +24,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import re
 import socket
 import threading
 import time
@@ -43,16 +35,16 @@ from oslo_context import context as oslo_context
 from oslo_log import log as oslo_log
 from oslo_messaging import opts as messaging_opts
 from oslo_service import service as oslo_service
-from oslo_utils import strutils
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from dbworker import __version__, rpc
+from dbworker import __version__, inflate, masking, rpc
 from dbworker import conf as dbworker_conf
 from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
+from dbworker.masking import mask
 from dbworker.session import make_engine, make_sessionmaker
 from dbworker.settings import Settings
 
@@ -86,11 +78,13 @@ def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
         _validate(conf)
     except (cfg.Error, ValueError) as err:
         raise StartupError(f"Invalid configuration: {err}") from None
-    oslo_log.set_defaults(default_log_levels=[*oslo_log.get_default_log_levels(), "alembic=WARN"])
+    # oslo.db logs each database error it has no specific class for with the driver's traceback,
+    # whose message can carry row values; the dispatcher logs such errors itself, without them.
+    quiet = ["alembic=WARN", "oslo_db.sqlalchemy.exc_filters=ERROR"]
+    oslo_log.set_defaults(default_log_levels=[*oslo_log.get_default_log_levels(), *quiet])
     oslo_log.setup(conf, "dbworker", version=__version__)
-    _install_masking_filter()
-    threads = conf.executor_thread_pool_size
-    conf.set_default("rabbit_qos_prefetch_count", threads, group="oslo_messaging_rabbit")
+    masking.install()
+    conf.set_default("rabbit_qos_prefetch_count", 1, group="oslo_messaging_rabbit")
 
 
 def _validate(conf: cfg.ConfigOpts) -> None:
@@ -152,35 +146,7 @@ def settings(conf: cfg.ConfigOpts) -> Settings:
     )
 
 
-# --- logging: credentials masked, request ids on every line ---------------------------------------
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-
-
-def mask(message: str) -> str:
-    """Return ``message`` with URL passwords (``scheme://user:***@``) and oslo's known secret
-    patterns (``password=...``) masked."""
-    return strutils.mask_password(_URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", message))
-
-
-class MaskingFilter(logging.Filter):
-    """Masks credentials in every record a handler emits (message and traceback)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask(message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
-        return True
-
-
-def _install_masking_filter() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(MaskingFilter())
-
-
+# --- logging: request ids on every line (credentials: dbworker.masking) ---------------------------
 class LoggingDispatcher(Dispatcher):
     """A dispatcher that makes each call's request id (and user, project) part of every log line
     written while the call runs, through oslo.log's thread-local request context."""
@@ -314,12 +280,16 @@ class ReadyNotifier:
 
     def __init__(self, notify_socket: str | None) -> None:
         self._socket = notify_socket
-        self._sent = multiprocessing.get_context("fork").Event() if notify_socket else None
+        self._sent = multiprocessing.get_context("fork").Value("b", 0) if notify_socket else None
 
     def ready(self) -> None:
-        if not self._socket or self._sent is None or self._sent.is_set():
+        """Send ``READY=1`` unless a worker already did (check-and-set under a shared lock)."""
+        if not self._socket or self._sent is None:
             return
-        self._sent.set()
+        with self._sent.get_lock():
+            if self._sent.value:
+                return
+            self._sent.value = 1
         address = "\0" + self._socket[1:] if self._socket.startswith("@") else self._socket
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         with contextlib.closing(sock):
@@ -358,6 +328,7 @@ class WorkerService(oslo_service.ServiceBase):
             max_deadlock_retries=conf.dbworker.max_deadlock_retries,
             host=conf.host,
         )
+        inflate.install()  # before any message arrives: kombu inflates bodies without a limit
         self._transport = rpc.get_transport(conf)
         self._server = rpc.build_server(
             self._transport, dispatcher, topic=conf.dbworker.topic, host=conf.host, pool_size=threads
@@ -378,8 +349,8 @@ class WorkerService(oslo_service.ServiceBase):
         """Stop taking calls, finish and answer the running ones, then release everything."""
         LOG.info("Worker %d stopping: draining running calls", os.getpid())
         if self._server is not None:
-            _cancel_consumers(self._server)
             self._server.stop()
+            LOG.info("Worker %d no longer takes calls; finishing the running ones", os.getpid())
             self._server.wait()
         if self._transport is not None:
             self._transport.cleanup()
@@ -393,30 +364,6 @@ class WorkerService(oslo_service.ServiceBase):
 
     def reset(self) -> None:
         """Nothing to do: SIGHUP replaces the worker process (see the module docstring)."""
-
-
-def _cancel_consumers(server: rpc.BoundedRPCServer) -> None:
-    """Tell the broker to stop delivering to this worker before the server stops.
-
-    oslo.messaging's ``stop()`` only ends the listener's poll loop; the consumers stay registered
-    with RabbitMQ, and the connection's heartbeat thread keeps draining deliveries, which the RPC
-    listener acks on receipt: a call that arrives while the running calls drain would be acked and
-    dropped. Cancelling the consumers first leaves such calls on the queue for the other (or the
-    next) worker. This reaches into oslo.messaging's rabbit driver (pinned major version); on any
-    other driver it does nothing.
-    """
-    try:
-        context = server.listener._poll_style_listener.conn
-        connection = getattr(context, "connection", context)
-        consumers, lock = connection._consumers, connection._connection_lock
-    except AttributeError:
-        return
-    try:
-        with lock:
-            for consumer, tag in list(consumers.items()):
-                consumer.cancel(tag=tag)
-    except Exception:
-        LOG.warning("Could not cancel the broker consumers before stopping", exc_info=True)
 
 
 def launch(conf: cfg.ConfigOpts) -> Any:

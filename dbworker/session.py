@@ -47,6 +47,7 @@ def make_engine(
         connection_recycle_time=connection_recycle_time,
         connection_parameters=connection_parameters,
         max_retries=max_retries,
+        thread_checkin=False,  # oslo.db's time.sleep(0) on check-in is for eventlet; we run threads
         **kwargs,
     )
     if engine.dialect.name == "sqlite":

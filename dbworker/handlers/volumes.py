@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from dbworker import exception
 from dbworker.context import RequestContext
@@ -25,10 +25,11 @@ MetadataModel = type[VolumeMetadata] | type[VolumeAdminMetadata]
 
 def _volumes(ctx: RequestContext, *, read_deleted: str | None = None) -> Select[tuple[Volume]]:
     """Project-scoped volumes with what their replies need; rows already in the transaction are
-    re-read, so a reply after a write shows the written metadata."""
+    re-read, so a reply after a write shows the written metadata. The volume type (many-to-one)
+    comes in the same statement (a join); the collections come by one ``IN`` query each."""
     loads = [
         selectinload(Volume.volume_metadata),
-        selectinload(Volume.volume_type).selectinload(VolumeType.extra_specs),
+        joinedload(Volume.volume_type).selectinload(VolumeType.extra_specs),
     ]
     if ctx.is_admin:
         loads.append(selectinload(Volume.volume_admin_metadata))
@@ -171,7 +172,8 @@ def volume_destroy(tx: Session, ctx: RequestContext, volume_id: str) -> None:
     live = model_query(ctx, Volume, read_deleted="no").where(Volume.id == volume_id)
     if tx.scalar(live.with_only_columns(Volume.id)) is None:
         raise exception.VolumeNotFound(volume_id=volume_id)
-    bulk_soft_delete(tx, Volume, Volume.id == volume_id)
+    if not bulk_soft_delete(tx, Volume, Volume.id == volume_id, Volume.deleted == False):
+        raise exception.VolumeNotFound(volume_id=volume_id)  # a concurrent destroy committed first
     tx.execute(
         update(IscsiTarget)
         .where(IscsiTarget.volume_id == volume_id)
