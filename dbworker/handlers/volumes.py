@@ -102,12 +102,13 @@ def volume_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> V
     related = apply_values(tx, volume, values, creating=True, relations=("metadata", "admin_metadata"))
     metadata = metadata_items(related.get("metadata"))
     admin_metadata = metadata_items(related.get("admin_metadata"), what="admin_metadata")
-    if tx.scalar(select(Volume.id).where(Volume.id == volume.id)) is not None:
-        raise exception.Duplicate()
+    # A used id (live or deleted) fails the primary key: the dispatcher answers Duplicate. A new
+    # volume has no metadata rows yet, so its items are inserted without reading any first.
     tx.add(volume)
     tx.flush()
-    _metadata_write(tx, VolumeMetadata, volume.id, metadata, delete=False)
-    _metadata_write(tx, VolumeAdminMetadata, volume.id, admin_metadata, delete=False)
+    tx.add_all(VolumeMetadata(volume_id=volume.id, key=k, value=v) for k, v in metadata)
+    tx.add_all(VolumeAdminMetadata(volume_id=volume.id, key=k, value=v) for k, v in admin_metadata)
+    tx.flush()
     return _reread(tx, ctx, volume.id)
 
 

@@ -40,3 +40,23 @@ def test_the_sample_config_documents_every_group_dbworker_reads():
         assert f"\n{group}\n" in f"\n{sample}"
     assert "#connection = sqlite:///dbworker.sqlite\n" in sample
     assert "#max_pool_size = 18\n" in sample
+
+
+def test_the_systemd_unit_waits_for_a_worker_and_outlasts_the_graceful_drain():
+    """The unit's settings match what the daemon does (tests/integration/test_daemon.py): READY=1
+    comes from a worker process, SIGHUP reloads, and systemd waits longer than the drain."""
+    import configparser
+
+    from oslo_config import cfg
+    from oslo_service import _options
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read(ETC / "systemd" / "dbworker.service")
+    service = unit["Service"]
+    assert (service["Type"], service["NotifyAccess"]) == ("notify", "all")
+    assert service["ExecStart"].split()[0].endswith("/bin/dbworker")
+    assert "--config-file" in service["ExecStart"].split()
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    drain = next(o for o in _options.service_opts if o.name == "graceful_shutdown_timeout")
+    assert isinstance(drain, cfg.Opt) and int(service["TimeoutStopSec"]) > drain.default
