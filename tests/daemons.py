@@ -19,6 +19,8 @@ from typing import Any
 
 import oslo_messaging
 import sqlalchemy as sa
+from oslo_config import cfg
+from oslo_messaging import conffixture
 
 from dbworker import exception, migration
 from dbworker.calls import CatalogueAPI
@@ -193,3 +195,15 @@ def on_broker(name: str) -> int:
     """Return how many messages the broker still owns in queue ``name`` (ready or pushed unacked)."""
     queue = broker_queue(name)
     return queue["messages_ready"] + queue["messages_unacknowledged"]
+
+
+def plain_transport(url: str, **rabbit_options: Any) -> oslo_messaging.Transport:
+    """Return a bare oslo.messaging RPC transport to ``url`` on a private config, rebuilding
+    dbworker's typed errors; ``rabbit_options`` override ``[oslo_messaging_rabbit]``."""
+    conf = cfg.ConfigOpts()
+    conffixture.ConfFixture(conf)
+    conf([], project="dbworker-daemon-tests")
+    transport = oslo_messaging.get_rpc_transport(conf, url=url, allowed_remote_exmods=["dbworker.exception"])
+    for name, value in rabbit_options.items():
+        conf.set_override(name, value, group="oslo_messaging_rabbit")
+    return transport

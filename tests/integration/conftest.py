@@ -8,9 +8,7 @@ from typing import Any
 
 import oslo_messaging
 import pytest
-from daemons import Daemon, schema
-from oslo_config import cfg
-from oslo_messaging import conffixture
+from daemons import Daemon, plain_transport, schema
 from testenv import service_url
 
 
@@ -28,12 +26,7 @@ def database_url(private_database_url) -> str:
 
 @pytest.fixture(scope="module")
 def transport(rabbit_url: str) -> Iterator[oslo_messaging.Transport]:
-    conf = cfg.ConfigOpts()
-    conffixture.ConfFixture(conf)
-    conf([], project="dbworker-daemon-tests")
-    transport = oslo_messaging.get_rpc_transport(
-        conf, url=rabbit_url, allowed_remote_exmods=["dbworker.exception"]
-    )
+    transport = plain_transport(rabbit_url)
     yield transport
     transport.cleanup()
 

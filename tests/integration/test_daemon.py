@@ -18,9 +18,7 @@ import kombu
 import oslo_messaging
 import pytest
 import sqlalchemy as sa
-from daemons import ADMIN, broker_queue, on_broker, rpc, wait_for, wait_until_answering
-from oslo_config import cfg
-from oslo_messaging import conffixture
+from daemons import ADMIN, broker_queue, on_broker, plain_transport, rpc, wait_for, wait_until_answering
 
 from dbworker import exception
 
@@ -218,13 +216,7 @@ QUORUM_EXCHANGE = "dbworker-quorum-tests"  # durable (quorum queues): clients mu
 
 @pytest.fixture
 def quorum_transport(rabbit_url: str) -> Iterator[oslo_messaging.Transport]:
-    conf = cfg.ConfigOpts()
-    conffixture.ConfFixture(conf)
-    conf([], project="dbworker-daemon-tests")
-    transport = oslo_messaging.get_rpc_transport(
-        conf, url=rabbit_url, allowed_remote_exmods=["dbworker.exception"]
-    )
-    conf.set_override("rabbit_quorum_queue", True, group="oslo_messaging_rabbit")
+    transport = plain_transport(rabbit_url, rabbit_quorum_queue=True)
     yield transport
     transport.cleanup()
 
