@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from oslo_service import backend as _backend
+import warnings
+
+# futurist imports eventlet when it is installed (oslo.service pulls it in); dbworker runs native
+# threads, so the library's deprecation banner would only mislead an operator reading the journal.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+from oslo_service import backend as _backend  # noqa: E402
 
 _backend.init_backend(_backend.BackendType.THREADING)  # before anything imports oslo_messaging
 
