@@ -3,6 +3,12 @@
 It checks authorization and arguments, runs the handler in its own transaction, serializes the reply
 *inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
 connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
+
+A write call that came over RPC carries its message's unique id (``delivery_id``): the call records
+it in ``rpc_calls``, first thing in its own transaction, so a redelivery of a message whose call
+committed (the broker lost the ack) finds the key taken and is not run again
+(:class:`Redelivered`). The record commits or rolls back with the call's writes: a call that wrote
+nothing (it failed, or a deadlock re-runs it) leaves no record, and a re-run inserts it again.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from typing import Any
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
 from dbworker.context import RequestContext
+from dbworker.models import RpcCall, utcnow
 from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry
 from dbworker.serialize import View, to_primitive
@@ -38,6 +45,12 @@ class _Retry(Exception):
     def __init__(self, final: exception.CinderException) -> None:
         super().__init__(type(final).__name__)
         self.final = final
+
+
+class Redelivered(Exception):
+    """A redelivered RPC message whose write call already committed (or is committing): the call
+    was not run again. Not a CinderException: the RPC edge sends no reply for it (the caller had
+    the first delivery's reply, or timed out), and it never reaches the wire."""
 
 
 class Dispatcher:
@@ -71,18 +84,39 @@ class Dispatcher:
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def call(self, name: str, ctx: RequestContext, kwargs: Mapping[str, Any]) -> Primitive:
+    def call(
+        self,
+        name: str,
+        ctx: RequestContext,
+        kwargs: Mapping[str, Any],
+        *,
+        delivery_id: str | None = None,
+    ) -> Primitive:
         """Run handler ``name`` for ``ctx`` with ``kwargs`` and return its JSON-safe reply.
+
+        ``delivery_id`` is the RPC message's unique id (None in process): a write call records it
+        in its transaction, and a delivery whose id a committed call recorded is not run.
 
         Raises:
             KeyError: no handler is registered under ``name`` (the RPC layer answers NoSuchMethod).
             CinderException: every expected outcome and every database failure, typed.
+            Redelivered: ``delivery_id`` was already recorded; logged at WARNING, nothing ran.
         """
         handler = self.registry[name]
         start = time.perf_counter()
         outcome = "ok"
         try:
-            return self._call(handler, ctx, kwargs)
+            return self._call(handler, ctx, kwargs, delivery_id if handler.writes else None)
+        except Redelivered as err:
+            outcome = type(err).__name__
+            LOG.warning(
+                "%s %s: message %s was delivered again after its call committed; not run again, "
+                "no reply sent",
+                ctx.request_id,
+                name,
+                delivery_id,
+            )
+            raise
         except exception.CinderException as err:
             outcome = type(err).__name__
             raise
@@ -92,7 +126,9 @@ class Dispatcher:
             raise
         finally:
             elapsed = (time.perf_counter() - start) * 1000
-            self._count("calls_ok" if outcome == "ok" else "calls_failed")
+            self._count(
+                {"ok": "calls_ok", "Redelivered": "redeliveries_dropped"}.get(outcome, "calls_failed")
+            )
             LOG.info("%s %s %.1fms %s", ctx.request_id, name, elapsed, outcome)
 
     def health(self) -> dict[str, Primitive]:
@@ -111,7 +147,9 @@ class Dispatcher:
             "database": database,
         }
 
-    def _call(self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any]) -> Primitive:
+    def _call(
+        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], delivery_id: str | None
+    ) -> Primitive:
         _authorize(handler, ctx)
         bound = handler.bind(kwargs)
         _check_storable(handler, bound)
@@ -128,7 +166,7 @@ class Dispatcher:
         )
         for attempt in range(self.max_deadlock_retries + 1):
             try:
-                return self._run_once(handler, ctx, bound, view)
+                return self._run_once(handler, ctx, bound, view, delivery_id)
             except _Retry as retry:
                 if attempt == self.max_deadlock_retries:
                     raise retry.final from None
@@ -145,7 +183,12 @@ class Dispatcher:
         raise AssertionError("unreachable")
 
     def _run_once(
-        self, handler: Handler, ctx: RequestContext, kwargs: dict[str, Any], view: View
+        self,
+        handler: Handler,
+        ctx: RequestContext,
+        kwargs: dict[str, Any],
+        view: View,
+        delivery_id: str | None,
     ) -> Primitive:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
@@ -159,6 +202,8 @@ class Dispatcher:
                     # One snapshot for the whole call: a reply read by several statements (a
                     # volume, then its metadata) must not mix two commits, as READ COMMITTED can.
                     tx.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                if delivery_id is not None:
+                    _record_delivery(tx, handler, delivery_id)
                 try:
                     reply = to_primitive(handler.fn(tx, ctx, **kwargs), view)
                 except exception.CinderException as err:
@@ -227,6 +272,19 @@ def _close(tx: Session, handler: Handler, ctx: RequestContext) -> None:
         tx.close()
     except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
         LOG.warning("%s %s: closing the session failed: %s", ctx.request_id, handler.name, type(err).__name__)
+
+
+def _record_delivery(tx: Session, handler: Handler, delivery_id: str) -> None:
+    """Insert the call's ``rpc_calls`` row; raise Redelivered if a committed call holds the key.
+
+    A delivery of the same message still running holds the key uncommitted: on PostgreSQL and
+    MariaDB this insert waits for it (then fails if it committed, or goes on if it rolled back);
+    SQLite has one writer at a time anyway.
+    """
+    try:
+        tx.execute(insert(RpcCall).values(unique_id=delivery_id, method=handler.name, created_at=utcnow()))
+    except db_exc.DBDuplicateEntry:
+        raise Redelivered(delivery_id) from None
 
 
 def _authorize(handler: Handler, ctx: RequestContext) -> None:

@@ -2,8 +2,9 @@
 
 ``db sync`` creates or upgrades the schema, ``db version`` prints its revision, ``db stamp REV``
 records a revision for a schema brought there by hand, ``db purge --age-in-days N`` hard-deletes
-rows soft-deleted more than N days ago. ``call FUNCTION '{json kwargs}'`` sends one call to a running
-worker (``[DEFAULT] transport_url``, ``[dbworker] topic``) and prints its JSON reply.
+rows soft-deleted more than N days ago (and ``rpc_calls`` records older than N days, at least an
+hour). ``call FUNCTION '{json kwargs}'`` sends one call to a running worker
+(``[DEFAULT] transport_url``, ``[dbworker] topic``) and prints its JSON reply.
 
 Each command category adds its parsers through one function in :data:`CATEGORIES`; a command is
 ``fn(conf) -> exit status``. Expected failures (bad config, an unreachable database or broker, a
@@ -87,7 +88,8 @@ def db_stamp(config: cfg.ConfigOpts) -> int:
 
 
 def db_purge(config: cfg.ConfigOpts) -> int:
-    """Hard-delete rows soft-deleted more than ``--age-in-days`` days ago; print counts."""
+    """Hard-delete rows soft-deleted more than ``--age-in-days`` days ago, and the records of RPC
+    write calls older than that (at least an hour); print counts."""
     age = config.command.age_in_days
     if age < 0:
         raise CommandError("--age-in-days must be 0 or more")
@@ -99,18 +101,28 @@ def db_purge(config: cfg.ConfigOpts) -> int:
     return 0
 
 
+#: The youngest ``rpc_calls`` records purge deletes: a broker redelivers a request whose ack was
+#: lost within seconds (on reconnecting), and an RPC call message expires with its caller's timeout.
+RPC_CALLS_MIN_AGE = timedelta(hours=1)
+
+
 def purge(engine: Engine, age: timedelta) -> dict[str, int]:
-    """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``.
+    """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``, and the
+    ``rpc_calls`` records (no soft delete) created more than ``max(age, RPC_CALLS_MIN_AGE)`` ago.
 
     Tables go children first, one transaction each; a soft-deleted parent still referenced by a
     row that stays (live, or deleted more recently) is kept, so no foreign key breaks.
     Returns the rows deleted per table, children first.
     """
-    cutoff = models.utcnow() - age
+    now = models.utcnow()
+    cutoff = now - age
     tables = models.tables_children_first()
     counts = {}
     for table in tables:
-        where = [table.c.deleted == sa.true(), table.c.deleted_at < cutoff]
+        if table is models.RpcCall.__table__:
+            where = [table.c.created_at < now - max(age, RPC_CALLS_MIN_AGE)]
+        else:
+            where = [table.c.deleted == sa.true(), table.c.deleted_at < cutoff]
         for child in tables:
             for fk in child.foreign_keys:
                 if fk.column.table is table:

@@ -3,7 +3,8 @@
 Column types follow the schema Folsom's migrations (001, 002) created, which is what a Folsom-era
 database holds, with the fixes of contract §7: a unique ``(target_num, host)`` on ``iscsi_targets``,
 no foreign key to the absent ``instances`` table, the modern ``volume_admin_metadata`` table, and one
-live ``quota_usages`` row per ``(project_id, resource)``.
+live ``quota_usages`` row per ``(project_id, resource)``. One table is dbworker's own: ``rpc_calls``,
+the RPC write calls already applied (:class:`RpcCall`).
 
 Relationships are ``lazy="raise"`` and view-only: a handler eager-loads what its reply needs and
 writes child rows explicitly.
@@ -319,6 +320,19 @@ class SmVolume(CinderBase, Base):
     id: Mapped[str] = mapped_column(String(36), ForeignKey("volumes.id"), primary_key=True)
     backend_id: Mapped[int] = mapped_column(ForeignKey("sm_backend_config.id"))
     vdi_uuid: Mapped[str | None]
+
+
+class RpcCall(Base):
+    """A write call delivered over RPC, by its message's ``_unique_id``: the dispatcher inserts it in
+    the call's own transaction, so a redelivery of a message whose call committed finds the key
+    taken and is not run again (contract §6). Not a Cinder table: no soft delete; ``db purge``
+    removes old rows."""
+
+    __tablename__ = "rpc_calls"
+    __table_args__ = (Index("rpc_calls_created_at_idx", "created_at"), CinderBase.__table_args__)
+    unique_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    method: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 #: Tables children first, the order in which rows can be deleted without breaking a foreign key.

@@ -7,6 +7,7 @@ registered handler (no hand-written method per function); every call goes to the
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import logging
 import threading
@@ -21,17 +22,37 @@ from oslo_messaging.rpc.server import RPCServer
 from dbworker import exception
 from dbworker.catalogue import API_VERSION
 from dbworker.context import RequestContext
-from dbworker.dispatch import Dispatcher
+from dbworker.dispatch import Dispatcher, Redelivered
 from dbworker.wire import Primitive
 
 LOG = logging.getLogger(__name__)
+
+#: The longest message unique id the dispatcher records (``rpc_calls.unique_id``); oslo's are
+#: 32 hex digits. A message without one (or with another value, or not printable ASCII) is run
+#: without the record.
+MAX_UNIQUE_ID = 36
+
+
+class Delivery:
+    """The broker delivery whose call runs on this thread: its message's unique id (oslo's
+    ``_unique_id``, None if it had none usable) and whether its reply is dropped."""
+
+    def __init__(self, unique_id: str | None) -> None:
+        self.unique_id = unique_id
+        self.drop_reply = False
+
+
+#: Set by :meth:`BoundedRPCServer._process_incoming` around each call (one executor thread each).
+_DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("dbworker_delivery", default=None)
 
 
 class DBWorkerEndpoint:
     """The RPC endpoint: one method per registered handler, named like it, plus ``health``.
 
     Business errors (``CinderException`` with ``expected``) are raised through
-    ``ExpectedException`` so the server logs them at debug level without a traceback.
+    ``ExpectedException`` so the server logs them at debug level without a traceback. A call
+    runs with its delivery's message unique id (see :class:`BoundedRPCServer`); a redelivery of
+    a write call that already committed is not run and gets no reply (the dispatcher logs it).
     """
 
     target = oslo_messaging.Target(version=API_VERSION)
@@ -46,9 +67,16 @@ class DBWorkerEndpoint:
         return self._dispatcher.health()
 
     def _call(self, name: str, ctxt: Any, /, **kwargs: Any) -> Primitive:
+        delivery = _DELIVERY.get()
         try:
             ctx = RequestContext.from_dict(ctxt)
-            return self._dispatcher.call(name, ctx, kwargs)
+            return self._dispatcher.call(
+                name, ctx, kwargs, delivery_id=delivery.unique_id if delivery is not None else None
+            )
+        except Redelivered:
+            assert delivery is not None  # only a delivery's id can be found recorded
+            delivery.drop_reply = True
+            raise oslo_messaging.ExpectedException() from None  # logged at debug; never sent
         except exception.CinderException as err:
             if err.expected:
                 raise oslo_messaging.ExpectedException() from None
@@ -293,6 +321,35 @@ class BoundedRPCServer(RPCServer):
             gate.release()
             raise
         future.add_done_callback(lambda _f: gate.release())
+
+    def _process_incoming(self, incoming: list[Any]) -> None:
+        """Run oslo's handling of one request with its :class:`Delivery` set for the endpoint.
+
+        A redelivered write call that already committed sends no reply: the caller had the first
+        delivery's reply (oslo's reply waiter ignores a second one for the same ``msg_id``) or timed
+        out, and any reply now would be a guess. The message's own ``reply`` is wrapped for that.
+        """
+        message = incoming[0]
+        delivery = Delivery(_usable_id(getattr(message, "unique_id", None)))
+        send = message.reply
+
+        def reply(*args: Any, **kwargs: Any) -> None:
+            if not delivery.drop_reply:
+                send(*args, **kwargs)
+
+        message.reply = reply
+        token = _DELIVERY.set(delivery)
+        try:
+            super()._process_incoming(incoming)
+        finally:
+            _DELIVERY.reset(token)
+
+
+def _usable_id(unique_id: Any) -> str | None:
+    """The message's unique id if the dispatcher can record it (see :data:`MAX_UNIQUE_ID`)."""
+    if isinstance(unique_id, str) and 0 < len(unique_id) <= MAX_UNIQUE_ID:
+        return unique_id if unique_id.isascii() and unique_id.isprintable() else None
+    return None
 
 
 def get_transport(conf: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:

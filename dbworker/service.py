@@ -151,7 +151,7 @@ class LoggingDispatcher(Dispatcher):
     """A dispatcher that makes each call's request id (and user, project) part of every log line
     written while the call runs, through oslo.log's thread-local request context."""
 
-    def call(self, name: str, ctx: RequestContext, kwargs: Any) -> Any:
+    def call(self, name: str, ctx: RequestContext, kwargs: Any, *, delivery_id: str | None = None) -> Any:
         oslo_context.RequestContext(
             request_id=ctx.request_id,
             global_request_id=ctx.global_request_id,
@@ -161,7 +161,7 @@ class LoggingDispatcher(Dispatcher):
             overwrite=True,
         )
         try:
-            return super().call(name, ctx, kwargs)
+            return super().call(name, ctx, kwargs, delivery_id=delivery_id)
         finally:
             # oslo.context has no public way to clear its thread-local store.
             oslo_context._request_store.__dict__.pop("context", None)

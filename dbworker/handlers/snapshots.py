@@ -55,7 +55,8 @@ def snapshot_destroy(tx: Session, ctx: RequestContext, snapshot_id: str) -> None
     live = model_query(ctx, Snapshot, read_deleted="no").where(Snapshot.id == snapshot_id)
     if tx.scalar(live) is None:
         raise exception.SnapshotNotFound(snapshot_id=snapshot_id)
-    bulk_soft_delete(tx, Snapshot, Snapshot.id == snapshot_id)
+    if not bulk_soft_delete(tx, Snapshot, Snapshot.id == snapshot_id, Snapshot.deleted == False):
+        raise exception.SnapshotNotFound(snapshot_id=snapshot_id)  # a concurrent destroy committed first
 
 
 @handler

@@ -4,7 +4,8 @@ what the daemon acknowledged, checked against the database afterwards.
 
 Outcomes: an answer (ok, or an expected typed error), or unknown: a ``MessagingTimeout``, or a
 ``DBUnavailable`` (a write that lost its database connection while committing). The ledger accepts
-either outcome for exactly the unknown calls, and for calls the daemon's log shows it ran twice.
+either outcome for exactly the unknown calls. No write call may run twice: a request the broker
+delivers again (its ack lost) is dropped by the worker (logged ``Redelivered``), never re-run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ from dbworker.models import QuotaUsage, Reservation, Volume, VolumeMetadata
 THREADS, PROJECTS, LIMITS = 32, 8, {"widgets": 12, "gadgets": 30}
 SETTLES = ("reservation_commit", "reservation_rollback")
 CALLS = ("volume_get", "volume_create", "volume_update", "volume_destroy", "quota_reserve", *SETTLES)
+WRITES = frozenset(CALLS) - {"volume_get"}  # a redelivered read may run again: it changes nothing
+#: The dispatcher's line for each call: request id, function, duration, outcome.
+CALL_LINE = re.compile(r" (req-[0-9a-f-]{36}) ([a-z_]+) [0-9.]+ms (\w+)")
+#: The outcomes of a call that committed its writes (OverQuota commits quota_reserve's refresh);
+#: a call that failed otherwise wrote nothing, so a redelivery of it may run.
+COMMITTED = ("ok", "OverQuota")
 UNKNOWN = (oslo_messaging.MessagingTimeout, exception.DBUnavailable)
 EXPECTED = {
     "volume_get": (exception.VolumeNotFound,),
@@ -95,21 +102,16 @@ class Ledger:
             self.doubtful_reserves += name == "quota_reserve" and outcome == "unknown"
         return outcome, result
 
-    def run_twice(self, log: str) -> set[str]:
-        """Return the request ids the daemon's log shows executed more than once (a redelivered
-        request), and count their outcome as unknown: the answer the client got may be the second's."""
-        runs = Counter(re.findall(r" (req-[0-9a-f-]{36}) [a-z_]+ [0-9.]+ms ", log))
-        twice = {request_id for request_id, n in runs.items() if n > 1 and request_id in self.sent}
-        for request_id in twice:
-            name, wrote = self.sent[request_id]
-            if name == "volume_create":
-                self.volumes[wrote].created = None
-            elif name == "volume_update":
-                self.volumes[wrote[0]].maybe.add(wrote[1])
-            elif name == "volume_destroy":
-                self.volumes[wrote].destroy_unknown = True
-            self.doubtful_reserves += name == "quota_reserve"
-        return twice
+    def deliveries(self, log: str) -> tuple[set[str], int]:
+        """Return the clients' write requests the daemon's log shows committed more than once, and
+        how many deliveries of them it dropped as redeliveries (outcome ``Redelivered``)."""
+        runs: Counter[str] = Counter()
+        dropped = 0
+        for request_id, name, outcome in CALL_LINE.findall(log):
+            if request_id in self.sent and name in WRITES:
+                dropped += outcome == "Redelivered"
+                runs[request_id] += outcome in COMMITTED
+        return {request_id for request_id, n in runs.items() if n > 1}, dropped
 
     def count(self, *, unknown: bool) -> int:
         """Return how many calls had an unknown outcome (``unknown``), or an answer."""
@@ -280,12 +282,16 @@ def run_load(worker: Daemon, transport, seconds: float, timeout: float, fault=No
     return ledger
 
 
-def settle_and_check(ledger: Ledger, worker: Daemon, transport, database_url: str) -> set[str]:
-    """Settle again the reservations whose commit/rollback had an unknown outcome (idempotent), roll
-    back those of quota_reserve calls with unknown outcome, and compare the database with the ledger;
-    return the request ids the daemon executed twice (their outcome counted as unknown)."""
-    twice = ledger.run_twice(worker.log)
-    unexpected = [what for request_id, what in ledger.unexpected if request_id not in twice]
+def settle_and_check(ledger: Ledger, worker: Daemon, transport, database_url: str) -> int:
+    """Check that no write request ran twice, settle again the reservations whose commit/rollback
+    had an unknown outcome (idempotent), roll back those of quota_reserve calls with unknown
+    outcome, and compare the database with the ledger; return how many redelivered requests the
+    daemon dropped (each already ran once)."""
+    twice, dropped = ledger.deliveries(worker.log)
+    assert not twice, (
+        f"{len(twice)} write requests committed twice: {sorted(ledger.sent[r][0] for r in twice)}"
+    )
+    unexpected = [what for _, what in ledger.unexpected]
     assert not unexpected, unexpected[:10]
     client = Client(transport, topic=worker.topic, timeout=30)
     pending, ledger.pending = ledger.pending, []
@@ -310,4 +316,4 @@ def settle_and_check(ledger: Ledger, worker: Daemon, transport, database_url: st
     finally:
         engine.dispose()
     assert not problems, f"{len(problems)} mismatches: {problems[:20]}"
-    return twice
+    return dropped

@@ -10,7 +10,9 @@ deltas and nothing left ``reserved``.
 Under a fault (broker connections closed, database connections killed, a worker SIGKILLed or
 SIGTERMed) delivery is at-most-once: a call that timed out (``MessagingTimeout``), or a write that
 lost its database connection while committing (``DBUnavailable``), has an unknown outcome, and the
-ledger accepts either outcome for exactly those calls. The daemon must serve again within 60 s.
+ledger accepts either outcome for exactly those calls. No write runs twice, not even a request the
+broker delivers again after the connection that acked it closed (the worker drops it: ``rpc_calls``).
+The daemon must serve again within 60 s.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def test_two_workers_serve_32_clients_for_30s_and_the_database_matches_the_clien
     for name in CALLS:
         assert ledger.outcomes[name, "ok"] > 0, (name, ledger.outcomes)
     assert ledger.outcomes["quota_reserve", "OverQuota"] > 0, ledger.outcomes
-    assert settle_and_check(ledger, worker, transport, database_url) == set()  # each call ran once
+    assert settle_and_check(ledger, worker, transport, database_url) == 0  # no fault, no redelivery
 
 
 FAULTS = {
@@ -177,11 +179,5 @@ def test_after_a_fault_under_load_the_daemon_serves_again_and_no_write_is_lost_o
     print(f"outcomes {dict(ledger.outcomes)}")
     if fault == "worker-sigterm":  # it stops taking calls, finishes and answers the running ones
         assert ledger.count(unknown=True) == 0, ledger.outcomes
-    twice = settle_and_check(ledger, worker, transport, database_url)
-    if twice and fault == "broker-closes-connections":
-        pytest.xfail(
-            f"known defect: {len(twice)} calls ran twice ({sorted(ledger.sent[r][0] for r in twice)}): "
-            "oslo.messaging acks a request on receipt without confirmation; when the broker closes the "
-            "connection the ack can be lost and the broker redelivers the request (at-least-once)"
-        )
-    assert twice == set(), "a request ran twice"
+    dropped = settle_and_check(ledger, worker, transport, database_url)  # no write ran twice
+    print(f"redelivered requests dropped: {dropped}")

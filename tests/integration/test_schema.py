@@ -30,7 +30,7 @@ def test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema(emp
 
     migration.upgrade(empty_engine)
 
-    assert migration.current(empty_engine) == migration.head() == "0001"
+    assert migration.current(empty_engine) == migration.head() == "0002"
     assert migration.is_current(empty_engine)
     assert differences(empty_engine) == []
 
@@ -104,7 +104,7 @@ def test_db_sync_creates_the_schema_and_db_version_prints_it(tmp_path, private_d
 
     assert (before.returncode, before.stdout) == (0, "none\n")
     assert sync.returncode == 0, sync.stderr
-    assert "upgraded from none to 0001" in sync.stdout
+    assert "upgraded from none to 0002" in sync.stdout
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert (after.returncode, after.stdout) == (0, f"{migration.head()}\n")
     engine = make_engine(url)
@@ -193,10 +193,10 @@ def test_db_stamp_records_the_revision_of_a_schema_brought_there_by_hand(tmp_pat
     engine = make_engine(url)
     models.Base.metadata.create_all(engine)
 
-    result = _manage(_config_file(tmp_path, url), "db", "stamp", "0001")
+    result = _manage(_config_file(tmp_path, url), "db", "stamp", "0002")
 
     assert result.returncode == 0, result.stderr
-    assert migration.current(engine) == "0001"
+    assert migration.current(engine) == "0002"
     migration.upgrade(engine)  # nothing left to run, and no collision
     assert migration.is_current(engine)
     engine.dispose()
