@@ -133,13 +133,15 @@ class Dispatcher:
 
     def health(self) -> dict[str, Primitive]:
         """Return ``{"status", "version", "host", "database"}``; never raises."""
-        try:
-            with self.sessions() as session:
-                session.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception as err:
-            LOG.warning("health: database check failed: %s", type(err).__name__)
-            database = "unreachable"
+        database = "unreachable"
+        for _attempt in range(2):  # a pooled connection found dead is discarded: try a fresh one
+            try:
+                with self.sessions() as session:
+                    session.execute(text("SELECT 1"))
+                database = "ok"
+                break
+            except Exception as err:
+                LOG.warning("health: database check failed: %s", type(err).__name__)
         return {
             "status": "ok" if database == "ok" else "degraded",
             "version": __version__,
