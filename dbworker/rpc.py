@@ -190,9 +190,21 @@ class _GatedDelivery:
         before = self._incoming.appended
         try:
             self._listener(message)  # acks, then queues it for the listener thread
+        except Exception:
+            if not _acknowledged(message):
+                raise  # the driver rejects it: valid for a delivery not yet acked
+            # oslo acked it, then failed to unpack it (a context nested too deep for its deepcopy):
+            # the driver would reject the acked delivery, which makes the broker close the channel
+            # and leaves this worker's consumer dead. Drop it here instead (the caller times out).
+            LOG.exception("Dropped a request oslo.messaging acked but could not unpack")
         finally:
             if self._incoming.appended == before:  # oslo dropped it (duplicate, failed ack)
                 self._gate.release()
+
+
+def _acknowledged(message: Any) -> bool:
+    raw = getattr(message, "_raw_message", None)
+    return bool(getattr(raw, "acknowledged", False))
 
 
 def _requeue(message: Any) -> None:
