@@ -222,10 +222,12 @@ class BoundedListener(Listener):
     pinned and ``tests/integration/test_daemon.py`` covers this class on a real RabbitMQ.
     """
 
-    def __init__(self, poller: Any, gate: SlotGate) -> None:
+    def __init__(self, poller: Any, gate: SlotGate, on_death: Callable[[], None] | None = None) -> None:
         super().__init__(batch_size=1, batch_timeout=None, prefetch_size=poller.prefetch_size)
         self._poller = poller
         self._gate = gate
+        self._on_death = on_death
+        self._dead = False
         self._connection = getattr(poller.conn, "connection", poller.conn)  # rabbit Connection
         self._delivery = _GatedDelivery(poller, gate)
         for consumer in self._connection._consumers:
@@ -240,6 +242,18 @@ class BoundedListener(Listener):
         self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._consume()
+        except Exception:
+            # The driver gave up (e.g. a broker channel it cannot re-open): this listener will not
+            # take another request. A worker that stays up but deaf would hide that, so say so
+            # and let the owner react (the daemon ends the worker; its master starts a new one).
+            LOG.critical("The broker listener stopped taking requests", exc_info=True)
+            self._dead = True
+            if self._on_death is not None:
+                self._on_death()
+
+    def _consume(self) -> None:
         while self._running:
             if self._gate.wait_free(timeout=1.0):
                 if self._delivery.holding:
@@ -273,7 +287,8 @@ class BoundedListener(Listener):
         with self._connection._connection_lock:
             self._delivery.close()
         self._gate.close()
-        self._poller.stop()
+        if not self._dead:  # oslo's stop waits for its poll loop, which a dead listener left
+            self._poller.stop()
         self._thread.join()
         self._cancel_consumers()
         super().stop()
@@ -308,10 +323,13 @@ class BoundedRPCServer(RPCServer):
     already pushed; ``wait()`` then finishes and answers the running calls.
     """
 
-    def __init__(self, *args: Any, pool_size: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, pool_size: int, on_listener_death: Callable[[], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._pool_size = pool_size
         self._gate = SlotGate(pool_size)
+        self._on_listener_death = on_listener_death
 
     def start(self, override_pool_size: int | None = None) -> None:
         """Start consuming with as many executor threads as there are slots."""
@@ -323,7 +341,7 @@ class BoundedRPCServer(RPCServer):
     def _create_listener(self) -> BoundedListener:
         adapter = super()._create_listener()
         self._gate = SlotGate(self._pool_size)
-        return BoundedListener(adapter._poll_style_listener, self._gate)
+        return BoundedListener(adapter._poll_style_listener, self._gate, self._on_listener_death)
 
     def _on_incoming(self, incoming: list[Any]) -> None:
         gate = self._gate  # the message holds one of its slots since it was accepted
@@ -376,11 +394,17 @@ def build_server(
     topic: str,
     host: str,
     pool_size: int,
+    on_listener_death: Callable[[], None] | None = None,
 ) -> BoundedRPCServer:
-    """Return a (not yet started) bounded RPC server for ``topic`` on ``host``."""
+    """Return a (not yet started) bounded RPC server for ``topic`` on ``host``.
+
+    ``on_listener_death`` is called (on the listener thread) if the broker listener stops for
+    good; without it the failure is only logged."""
     target = oslo_messaging.Target(topic=topic, server=host)
     endpoints = [DBWorkerEndpoint(dispatcher), BaseEndpoint()]
     rpc_dispatcher = oslo_messaging.RPCDispatcher(
         endpoints, serializer=None, access_policy=oslo_messaging.DefaultRPCAccessPolicy
     )
-    return BoundedRPCServer(transport, target, rpc_dispatcher, pool_size=pool_size)
+    return BoundedRPCServer(
+        transport, target, rpc_dispatcher, pool_size=pool_size, on_listener_death=on_listener_death
+    )

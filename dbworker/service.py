@@ -24,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 import time
@@ -331,7 +332,12 @@ class WorkerService(oslo_service.ServiceBase):
         inflate.install()  # before any message arrives: kombu inflates bodies without a limit
         self._transport = rpc.get_transport(conf)
         self._server = rpc.build_server(
-            self._transport, dispatcher, topic=conf.dbworker.topic, host=conf.host, pool_size=threads
+            self._transport,
+            dispatcher,
+            topic=conf.dbworker.topic,
+            host=conf.host,
+            pool_size=threads,
+            on_listener_death=_end_this_worker,
         )
         self._server.start()
         LOG.info(
@@ -364,6 +370,11 @@ class WorkerService(oslo_service.ServiceBase):
 
     def reset(self) -> None:
         """Nothing to do: SIGHUP replaces the worker process (see the module docstring)."""
+
+
+def _end_this_worker() -> None:
+    """Drain and end this worker process (SIGTERM to itself); the master starts a new one."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def launch(conf: cfg.ConfigOpts) -> Any:

@@ -127,3 +127,30 @@ def test_dbapi_from_config_loads_the_client_as_a_backend(served, rpc_conf):
     assert impl.service_get(admin_context(), created["id"])["host"] == "via-dbapi"
     with pytest.raises(exception.ServiceNotFound):
         impl.service_get(admin_context(), created["id"] + 1)
+
+
+def test_a_listener_that_stops_for_good_calls_its_owner_instead_of_leaving_a_deaf_worker(rpc_conf):
+    """If the driver gives up (e.g. a channel it cannot re-open), the server's owner is told: the
+    daemon ends the worker so its master starts a new one (service._end_this_worker)."""
+    import threading
+
+    died = threading.Event()
+    transport = client.get_transport(rpc_conf, url="kombu+memory:////")
+    dispatcher = Dispatcher(Registry.from_modules([services]), make_sessionmaker(make_engine("sqlite://")))
+    topic = f"dbworker-edge-{uuid.uuid4().hex[:8]}"
+    server = rpc.build_server(
+        transport, dispatcher, topic=topic, host="edge", pool_size=1, on_listener_death=died.set
+    )
+    server.start()
+    try:
+        assert not died.wait(timeout=1.5)  # polling normally
+
+        def broken_poll(*args, **kwargs):
+            raise oslo_messaging.MessageDeliveryFailure("the broker refused the consumer")
+
+        server.listener._poller.poll = broken_poll
+        assert died.wait(timeout=10)
+    finally:
+        server.stop()
+        server.wait()
+        transport.cleanup()
