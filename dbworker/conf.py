@@ -40,6 +40,20 @@ DBWORKER_OPTS = [
         min=0,
         help="Seconds the worker keeps retrying an unreachable broker at start before it exits.",
     ),
+    cfg.IntOpt(
+        "delivery_record_age",
+        default=3600,
+        min=3600,
+        help="Seconds a write call's delivery record (table rpc_calls) is kept: a message the "
+        "broker delivers again within this time is not run twice. At least an hour.",
+    ),
+    cfg.IntOpt(
+        "delivery_record_trim_interval",
+        default=300,
+        min=0,
+        help="Seconds between two deletions, by each worker process, of the delivery records "
+        "older than delivery_record_age (0: never; then run `dbworker-manage db purge`).",
+    ),
     cfg.StrOpt("volume_name_template", default="volume-%s", help="Template for a volume's 'name'."),
     cfg.StrOpt("snapshot_name_template", default="snapshot-%s", help="Template for a snapshot's 'name'."),
     cfg.BoolOpt(

@@ -41,6 +41,7 @@ from oslo_messaging import opts as messaging_opts  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from dbworker import __version__, client, conf, exception, masking, migration, models, wire  # noqa: E402
+from dbworker.housekeeping import trim_delivery_records  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
 
 PROG = "dbworker-manage"
@@ -101,28 +102,23 @@ def db_purge(config: cfg.ConfigOpts) -> int:
     return 0
 
 
-#: The youngest ``rpc_calls`` records purge deletes: a broker redelivers a request whose ack was
-#: lost within seconds (on reconnecting), and an RPC call message expires with its caller's timeout.
-RPC_CALLS_MIN_AGE = timedelta(hours=1)
-
-
 def purge(engine: Engine, age: timedelta) -> dict[str, int]:
     """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``, and the
-    ``rpc_calls`` records (no soft delete) created more than ``max(age, RPC_CALLS_MIN_AGE)`` ago.
+    ``rpc_calls`` records (no soft delete) created more than ``max(age, MIN_RECORD_AGE)`` ago
+    (:func:`dbworker.housekeeping.trim_delivery_records`).
 
     Tables go children first, one transaction each; a soft-deleted parent still referenced by a
     row that stays (live, or deleted more recently) is kept, so no foreign key breaks.
     Returns the rows deleted per table, children first.
     """
-    now = models.utcnow()
-    cutoff = now - age
+    cutoff = models.utcnow() - age
     tables = models.tables_children_first()
     counts = {}
     for table in tables:
         if table is models.RpcCall.__table__:
-            where = [table.c.created_at < now - max(age, RPC_CALLS_MIN_AGE)]
-        else:
-            where = [table.c.deleted == sa.true(), table.c.deleted_at < cutoff]
+            counts[table.name] = trim_delivery_records(engine, age)
+            continue
+        where = [table.c.deleted == sa.true(), table.c.deleted_at < cutoff]
         for child in tables:
             for fk in child.foreign_keys:
                 if fk.column.table is table:

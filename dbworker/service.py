@@ -12,6 +12,9 @@ Per worker process (README, "Sizing the pools"): ``T = [DEFAULT] executor_thread
 broker. A deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
 connections; the startup check warns when one host alone exceeds ``max_connections``.
 
+Each worker process also runs a thread that deletes old ``rpc_calls`` delivery records
+(:class:`dbworker.housekeeping.RecordTrimmer`).
+
 Signals (cotyledon): SIGTERM makes each worker stop taking calls, answer the running ones
 (:meth:`WorkerService.stop`) and exit, within ``[DEFAULT] graceful_shutdown_timeout``. SIGHUP
 re-reads the configuration in the master (``restart_method='mutate'``), then replaces every worker:
@@ -28,6 +31,7 @@ import signal
 import socket
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import oslo_messaging
@@ -45,6 +49,7 @@ from dbworker import conf as dbworker_conf
 from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
+from dbworker.housekeeping import RecordTrimmer
 from dbworker.masking import mask
 from dbworker.session import make_engine, make_sessionmaker
 from dbworker.settings import Settings
@@ -53,7 +58,7 @@ LOG = logging.getLogger(__name__)
 
 #: dbworker's default for oslo.messaging's ``[DEFAULT] executor_thread_pool_size`` (oslo: 64).
 DEFAULT_THREADS = 16
-#: Connections a worker keeps beyond one per thread (health checks).
+#: Connections a worker keeps beyond one per thread (health checks, trimming ``rpc_calls``).
 POOL_HEADROOM = 2
 
 
@@ -315,6 +320,7 @@ class WorkerService(oslo_service.ServiceBase):
         self._engine: Engine | None = None
         self._transport: oslo_messaging.Transport | None = None
         self._server: rpc.BoundedRPCServer | None = None
+        self._trimmer: RecordTrimmer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -340,6 +346,12 @@ class WorkerService(oslo_service.ServiceBase):
             on_listener_death=_end_this_worker,
         )
         self._server.start()
+        self._trimmer = RecordTrimmer(
+            self._engine,
+            age=timedelta(seconds=conf.dbworker.delivery_record_age),
+            interval=conf.dbworker.delivery_record_trim_interval,
+        )
+        self._trimmer.start()
         LOG.info(
             "Worker %d consuming topic %r on %s with %d threads, %d+%d database connections",
             os.getpid(),
@@ -358,6 +370,8 @@ class WorkerService(oslo_service.ServiceBase):
             self._server.stop()
             LOG.info("Worker %d no longer takes calls; finishing the running ones", os.getpid())
             self._server.wait()
+        if self._trimmer is not None:
+            self._trimmer.stop()
         if self._transport is not None:
             self._transport.cleanup()
         if self._engine is not None:

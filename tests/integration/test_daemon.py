@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import timedelta
 
 import kombu
 import oslo_messaging
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from daemons import ADMIN, broker_queue, on_broker, plain_transport, rpc, wait_for, wait_until_answering
 
 from dbworker import exception
+from dbworker.models import RpcCall, utcnow
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgresql, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -188,6 +191,32 @@ def test_sighup_reloads_the_configuration_without_dropping_calls(daemon, transpo
     wait_for(lambda: len(worker.workers()) == 1 and worker.workers() != before)
     wait_until_answering(worker, client)
     assert " DEBUG " in worker.log
+
+
+def test_a_worker_deletes_delivery_records_older_than_their_age_by_itself(daemon, transport, database_url):
+    engine = sa.create_engine(database_url)
+    old, young, now = uuid.uuid4().hex, uuid.uuid4().hex, utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(RpcCall),
+            [
+                {"unique_id": old, "method": "service_create", "created_at": now - timedelta(hours=2)},
+                {"unique_id": young, "method": "service_create", "created_at": now},
+            ],
+        )
+
+    def records() -> list[str]:
+        with engine.connect() as conn:
+            query = sa.select(RpcCall.unique_id).where(RpcCall.unique_id.in_([old, young]))
+            return conn.execute(query).scalars().all()
+
+    worker = daemon(dbworker__delivery_record_trim_interval=1)
+    wait_until_answering(worker, rpc(transport, worker.topic))
+    try:
+        wait_for(lambda: records() == [young])
+        worker.wait_for_log("Trimmed")
+    finally:
+        engine.dispose()
 
 
 def test_two_hosts_and_several_processes_serve_one_topic(daemon, transport, database_url) -> None:

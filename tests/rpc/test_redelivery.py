@@ -28,6 +28,7 @@ from dbworker import client, exception, migration, rpc
 from dbworker.context import RequestContext, admin_context
 from dbworker.dispatch import Dispatcher, Redelivered
 from dbworker.handlers import build_registry
+from dbworker.housekeeping import RecordTrimmer, trim_delivery_records
 from dbworker.manage import purge
 from dbworker.models import QuotaUsage, Reservation, RpcCall, Service, Volume, utcnow
 from dbworker.registry import Auth, Registry, handler
@@ -115,18 +116,49 @@ def test_a_deadlock_re_run_records_its_delivery_again_and_runs_once_more(db):
     assert [r.unique_id for r in db.rows(RpcCall)] == ["m-4"]
 
 
-def test_db_purge_deletes_the_records_older_than_its_age_but_never_younger_than_an_hour(db):
+# --- trimming the records ----------------------------------------------------------------------
+def _add_records(engine: sa.Engine, ages: dict[str, timedelta]) -> None:
     now = utcnow()
-    ages = {"m-now": timedelta(0), "m-2h": timedelta(hours=2), "m-3d": timedelta(days=3)}
-    with sa.orm.Session(db.engine) as session, session.begin():
+    with sa.orm.Session(engine) as session, session.begin():
         session.add_all(
             RpcCall(unique_id=k, method="volume_create", created_at=now - a) for k, a in ages.items()
         )
+
+
+def test_db_purge_deletes_the_records_older_than_its_age_but_never_younger_than_an_hour(db):
+    _add_records(db.engine, {"m-now": timedelta(0), "m-2h": timedelta(hours=2), "m-3d": timedelta(days=3)})
 
     assert purge(db.engine, timedelta(days=1))["rpc_calls"] == 1
     assert sorted(r.unique_id for r in db.rows(RpcCall)) == ["m-2h", "m-now"]
     assert purge(db.engine, timedelta(days=0))["rpc_calls"] == 1  # age 0: still an hour
     assert [r.unique_id for r in db.rows(RpcCall)] == ["m-now"]
+
+
+def test_trimming_deletes_the_records_older_than_the_age_in_batches_never_younger_than_an_hour(db):
+    old = {f"m-old-{n}": timedelta(hours=2, seconds=n) for n in range(25)}
+    _add_records(db.engine, {**old, "m-now": timedelta(0), "m-30min": timedelta(minutes=30)})
+
+    assert trim_delivery_records(db.engine, timedelta(0), batch=10) == 25  # age 0: still an hour
+    assert sorted(r.unique_id for r in db.rows(RpcCall)) == ["m-30min", "m-now"]
+    assert trim_delivery_records(db.engine, timedelta(0), batch=10) == 0
+
+
+def test_each_worker_trims_records_in_a_thread_that_ends_when_stopped(db):
+    _add_records(db.engine, {"m-2h": timedelta(hours=2), "m-now": timedelta(0)})
+    trimmer = RecordTrimmer(db.engine, age=timedelta(hours=1), interval=0.1)
+    trimmer.start()
+    try:
+        _wait_until(lambda: [r.unique_id for r in db.rows(RpcCall)] == ["m-now"], timeout=10)
+    finally:
+        trimmer.stop()
+    assert not trimmer._thread.is_alive()
+
+
+def test_a_trim_interval_of_0_starts_no_thread(db):
+    trimmer = RecordTrimmer(db.engine, age=timedelta(hours=1), interval=0)
+    trimmer.start()
+    assert not trimmer._thread.is_alive()
+    trimmer.stop()
 
 
 # --- two deliveries racing (PostgreSQL, MariaDB) ---------------------------------------------------
