@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kombu
 import oslo_messaging
 import sqlalchemy as sa
 from oslo_config import cfg
@@ -115,12 +117,19 @@ class Daemon:
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
+        """SIGKILL the process tree, then delete the daemon's topic queues from the broker (oslo
+        declares them without auto-delete, so each test daemon would leave two behind)."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         if self.proc is not None:  # orphaned workers of a dead master
             for pid in self.workers():
                 os.kill(pid, signal.SIGKILL)
+        topic, host = (
+            self.sections["dbworker"]["topic"],
+            self.sections["DEFAULT"].get("host", socket.gethostname()),
+        )
+        delete_queues(self.sections["DEFAULT"]["transport_url"], [topic, f"{topic}.{host}"])
 
 
 def rpc(transport: oslo_messaging.Transport, topic: str, timeout: float = 20) -> oslo_messaging.RPCClient:
@@ -195,6 +204,14 @@ def on_broker(name: str) -> int:
     """Return how many messages the broker still owns in queue ``name`` (ready or pushed unacked)."""
     queue = broker_queue(name)
     return queue["messages_ready"] + queue["messages_unacknowledged"]
+
+
+def delete_queues(rabbit_url: str, names: list[str]) -> None:
+    """Delete the queues ``names`` (absent ones included) from the broker at ``rabbit_url``."""
+    with kombu.Connection(rabbit_url.replace("rabbit://", "amqp://", 1)) as connection:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)
 
 
 def plain_transport(url: str, **rabbit_options: Any) -> oslo_messaging.Transport:

@@ -6,7 +6,6 @@ writes a config file naming the broker and the topic and runs the command as an 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import subprocess
@@ -15,8 +14,8 @@ import time
 import uuid
 from datetime import datetime
 
-import kombu
 import pytest
+from daemons import delete_queues
 from testenv import service_url
 
 from dbworker import client, migration, rpc, wire
@@ -52,11 +51,7 @@ def topic(rabbit_url, private_database_url, rpc_conf):
     server.wait()
     transport.cleanup()
     engine.dispose()
-    with kombu.Connection(rabbit_url.replace("rabbit://", "amqp://", 1)) as conn:
-        channel = conn.channel()
-        for queue in (topic, f"{topic}.{HOST}"):
-            with contextlib.suppress(Exception):
-                channel.queue_delete(queue)
+    delete_queues(rabbit_url, [topic, f"{topic}.{HOST}"])
 
 
 def manage(tmp_path, url: str, topic: str, *args: str) -> subprocess.CompletedProcess:
