@@ -5,6 +5,7 @@ profiled worker process. Each is a :class:`bench.services.Process` stopped by it
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,9 @@ MILESTONES = {
 def daemon_config(res: Resources, name: str, transport_url: str, database_url: str, workers: int) -> Path:
     """Write a dbworker configuration for a private topic; return its path."""
     topic = unique("bench-dbworker")
+    res.broker_queues(
+        transport_url, [topic, f"{topic}.{socket.gethostname()}"]
+    )  # the daemon's [DEFAULT] host
     return res.write_config(
         name,
         {
@@ -103,6 +107,7 @@ def start_profiled_worker(
 def start_echo(res: Resources, transport_url: str, ping: Callable[[str], Any]) -> Server:
     """Start the bare oslo.messaging echo server; ``ping(topic)`` makes one call to it."""
     topic = unique("bench-echo")
+    res.broker_queues(transport_url, [topic, f"{topic}.bench-echo"])
     process = res.spawn("echo", python("-m", "bench.echo_server", transport_url, topic, str(THREADS)))
     first = wait_until("echo", lambda: ping(topic), process, timeout=60)
     return Server(process, topic, first)
@@ -131,6 +136,7 @@ def start_celery(
         "WARNING",
     )
     env = {"BENCH_BROKER_URL": broker_url, "BENCH_CELERY_QUEUE": queue, "BENCH_DATABASE_URL": database_url}
+    res.broker_queues(broker_url, [queue])
     process = res.spawn("celery", argv, env)
     first = wait_until("celery", ping, process, timeout=90)
     return Server(process, queue, first)

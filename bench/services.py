@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import kombu
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -47,6 +48,20 @@ class Resources(contextlib.ExitStack):
         super().__init__()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+
+    def broker_queues(self, transport_url: str, names: list[str]) -> None:
+        """Delete the queues ``names`` from the broker when the run ends (oslo's topic queues and
+        Celery's queue are not auto-delete; this runs after the processes using them stopped)."""
+
+        def delete() -> None:
+            with kombu.Connection(
+                transport_url.replace("rabbit://", "amqp://", 1), connect_timeout=5
+            ) as conn:
+                channel = conn.channel()
+                for name in names:
+                    channel.queue_delete(name)
+
+        self.callback(delete)
 
     def database(self, kind: str) -> str:
         """Create ``bench_<pid>`` on the ``kind`` server; return its URL (dropped on exit)."""
