@@ -32,7 +32,7 @@ from dbworker.models import RpcCall, utcnow
 from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry
 from dbworker.serialize import View, to_primitive
-from dbworker.session import is_deadlock, is_disconnect
+from dbworker.session import WRITE_TRANSACTION, is_deadlock, is_disconnect
 from dbworker.settings import Settings
 from dbworker.wire import Primitive
 
@@ -200,10 +200,13 @@ class Dispatcher:
             committing = False
             try:
                 tx.begin()
-                if not handler.writes and tx.get_bind().dialect.name == "postgresql":
+                dialect = tx.get_bind().dialect.name
+                if not handler.writes and dialect == "postgresql":
                     # One snapshot for the whole call: a reply read by several statements (a
                     # volume, then its metadata) must not mix two commits, as READ COMMITTED can.
                     tx.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+                elif handler.writes and dialect == "sqlite":
+                    tx.connection(execution_options=WRITE_TRANSACTION)  # the write lock first
                 if delivery_id is not None:
                     _record_delivery(tx, handler, delivery_id)
                 try:

@@ -59,11 +59,37 @@ def make_engine(
     engine.pool._pre_ping = False
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_busy_timeout)
+        for listener in list(engine.dispatch.begin):  # replaced by _sqlite_begin (same marker)
+            if getattr(listener, "__name__", "") == "_sqlite_emit_begin":
+                event.remove(engine, "begin", listener)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+#: Execution options of a connection whose transaction writes: on SQLite it begins with the write
+#: lock (``BEGIN IMMEDIATE``); other databases lock rows as the statements need them.
+WRITE_TRANSACTION = {"dbworker_writes": True}
 
 
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.execute("PRAGMA busy_timeout = 30000")
+
+
+def _sqlite_begin(conn: Any) -> None:
+    """Begin SQLite's transaction as oslo.db does (it sets the driver to autocommit and emits
+    ``BEGIN`` itself, marking ``conn.info["in_transaction"]``), but a :data:`WRITE_TRANSACTION`
+    with ``BEGIN IMMEDIATE``.
+
+    Under a deferred BEGIN, a call that reads and then writes (``quota_reserve``,
+    ``volume_allocate_iscsi_target``, a create that checks a name first) fails at once with
+    "database is locked" when another call writes meanwhile: SQLite cannot let it upgrade its read
+    lock. Taking the write lock at BEGIN makes such calls wait for each other, up to the busy
+    timeout, and each sees what the previous one committed.
+    """
+    if "in_transaction" not in conn.info:
+        writes = conn.get_execution_options().get("dbworker_writes", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        conn.info["in_transaction"] = True
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

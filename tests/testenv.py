@@ -46,8 +46,3 @@ def _unavailable(reason: str) -> None:
     if CI:
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
-
-
-#: The databases with row locks (``SELECT ... FOR UPDATE``): concurrency tests run on these only.
-#: Use as ``pytest.mark.parametrize("database", LOCKING_DATABASES, indirect=True)``.
-LOCKING_DATABASES = [param for param in DATABASES if param.id != "sqlite"]

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from testenv import LOCKING_DATABASES
+from testenv import DATABASES
 
 from dbworker import exception
 from dbworker.api import LocalAPI
@@ -160,9 +160,9 @@ def test_volume_get_iscsi_target_num_raises_not_found_for_a_volume_without_targe
     assert caught.value.kwargs == {"volume_id": "v9", "code": 404}
 
 
-@pytest.mark.parametrize("database", LOCKING_DATABASES, indirect=True)
+@pytest.mark.parametrize("database", DATABASES, indirect=True)
 def test_concurrent_allocations_never_hand_out_a_target_twice(db):
-    # Given 24 free targets and 32 volumes, on a database that locks rows
+    # Given 24 free targets and 32 volumes
     admin = admin_context()
     setup = LocalAPI.from_engine(db.engine)
     volumes = [f"vol-{i:02d}" for i in range(32)]

@@ -1,6 +1,7 @@
-"""quota_reserve under concurrency (contract §6): row locks on PostgreSQL and MariaDB keep a quota
-from being oversubscribed, and a project's very first reservations never create two live usage
-rows. Every thread has its own in-process API (its own dispatcher and connections)."""
+"""quota_reserve under concurrency (contract §6): row locks on PostgreSQL and MariaDB (and the
+write lock a write call takes at BEGIN on SQLite) keep a quota from being oversubscribed, and a
+project's very first reservations never create two live usage rows. Every thread has its own
+in-process API (its own dispatcher and connections)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from collections import Counter
 
 import pytest
-from testenv import LOCKING_DATABASES
+from testenv import DATABASES
 
 from dbworker import exception
 from dbworker.api import LocalAPI
@@ -19,8 +20,8 @@ THREADS = 16
 USER = RequestContext(user_id="racer", project_id="race", roles=("member",))
 
 
-# SQLite serializes writers: row locking is shown on PostgreSQL and MariaDB.
-pytestmark = pytest.mark.parametrize("database", LOCKING_DATABASES, indirect=True)
+# Row locks on PostgreSQL and MariaDB; on SQLite, write calls take the write lock at BEGIN.
+pytestmark = pytest.mark.parametrize("database", DATABASES, indirect=True)
 
 
 def _race(db, work):
