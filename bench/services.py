@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import kombu
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+
+from dbworker.testing import create_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,28 +65,9 @@ class Resources(contextlib.ExitStack):
 
     def database(self, kind: str) -> str:
         """Create ``bench_<pid>`` on the ``kind`` server; return its URL (dropped on exit)."""
-        admin_url = service_url(kind)
-        name = f"bench_{os.getpid()}"
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                if kind == "postgresql":
-                    conn.execute(
-                        sa.text(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE datname = :name AND pid <> pg_backend_pid()"
-                        ),
-                        {"name": name},
-                    )
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            admin.dispose()
-
+        url, drop = create_database(service_url(kind), f"bench_{os.getpid()}")
         self.callback(drop)
-        return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        return url
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         """Start ``argv`` in a new session (its own process group), logging to ``<name>.log``."""

@@ -23,12 +23,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import Engine, make_url  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 from testenv import DATABASES, service_url  # noqa: E402
 
 from dbworker import migration, models  # noqa: E402
 from dbworker.context import RequestContext, admin_context  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
+from dbworker.testing import create_database  # noqa: E402
 
 
 @dataclass
@@ -50,29 +51,6 @@ class Database:
                 conn.execute(table.delete())
 
 
-def _create_private_database(kind: str, admin_url: str) -> tuple[str, callable]:
-    name = f"dbw_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": name},
-                )
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
-
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    return url, drop
-
-
 @pytest.fixture(scope="session")
 def private_database_url(tmp_path_factory: pytest.TempPathFactory):
     """A factory: ``private_database_url(kind)`` returns the URL of a fresh, empty database."""
@@ -82,7 +60,7 @@ def private_database_url(tmp_path_factory: pytest.TempPathFactory):
         if kind == "sqlite":
             path = tmp_path_factory.mktemp("sqlite") / f"{uuid.uuid4().hex[:8]}.sqlite"
             return f"sqlite:///{path}"
-        url, drop = _create_private_database(kind, service_url(kind))
+        url, drop = create_database(service_url(kind), f"dbw_{os.getpid()}_{uuid.uuid4().hex[:8]}")
         drops.append(drop)
         return url
 
