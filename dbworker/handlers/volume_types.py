@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from dbworker import exception
@@ -32,6 +32,20 @@ def _live_specs(volume_type_id: int, *where: Any) -> Select[tuple[VolumeTypeExtr
         VolumeTypeExtraSpecs.deleted == False,
         *where,
     )
+
+
+def _lock_type_name(tx: Session, name: str) -> None:
+    """Make concurrent creations of one type name (no unique index: Folsom's schema, soft delete)
+    run one after the other, so the second sees the first's type and raises VolumeTypeExists.
+
+    PostgreSQL: a transaction-scoped advisory lock on the name (row locks cannot lock a row that
+    does not exist yet). MariaDB/MySQL: the name check that follows is a locking read, whose
+    next-key locks make a concurrent insert wait or deadlock (the dispatcher re-runs the call).
+    SQLite: a write call holds the database's write lock from its BEGIN.
+    """
+    if tx.get_bind().dialect.name == "postgresql":
+        key = func.hashtext(f"dbworker.volume_types.name:{name}")
+        tx.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _lock_live_type(tx: Session, volume_type_id: int) -> VolumeType:
@@ -56,8 +70,9 @@ def volume_type_create(tx: Session, ctx: RequestContext, values: dict[str, Any])
     specs = metadata_items(values.get("extra_specs"), what="extra_specs")
     volume_type = VolumeType()
     apply_values(tx, volume_type, values, creating=True, relations=("extra_specs",))
+    _lock_type_name(tx, name)
     live = model_query(ctx, VolumeType, read_deleted="no").where(VolumeType.name == name)
-    if tx.scalar(live.limit(1)) is not None:
+    if tx.scalar(live.limit(1).with_for_update()) is not None:
         raise exception.VolumeTypeExists(name=name)
     tx.add(volume_type)
     tx.flush()

@@ -1,5 +1,5 @@
 """Contract cases for the iSCSI target functions (reference §2.3, §3.5; contract §6, §9.7), with a
-concurrency case on PostgreSQL and MariaDB: no target is handed out twice."""
+concurrency case on SQLite, PostgreSQL and MariaDB: no target is handed out twice."""
 
 from __future__ import annotations
 

@@ -1,14 +1,21 @@
 """Contract cases for the ``volume_type_*`` and ``volume_type_extra_specs_*`` functions
-(reference §2.7, §2.8, §3.14, §3.15; contract §3.1, §3.2, §4)."""
+(reference §2.7, §2.8, §3.14, §3.15; contract §3.1, §3.2, §4), with a concurrency case on SQLite,
+PostgreSQL and MariaDB: concurrent creations of one name make one type."""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
+from testenv import DATABASES
 
 from dbworker import exception
+from dbworker.api import LocalAPI
+from dbworker.context import admin_context
 from dbworker.models import VolumeType, VolumeTypeExtraSpecs
 
 ADMIN_ONLY = [
@@ -223,3 +230,30 @@ def test_extra_specs_delete_of_an_absent_key_changes_nothing(api, admin, db):
     assert _specs(db) == [(created["id"], "tier", "1", False)]
     (row,) = db.rows(VolumeTypeExtraSpecs)
     assert row.deleted_at is None
+
+
+@pytest.mark.parametrize("database", DATABASES, indirect=True)
+@pytest.mark.parametrize("other_types", [0, 3], ids=["empty-table", "other-types"])
+def test_concurrent_creations_of_one_name_make_one_type(db, other_types):
+    # Given a table with no type or with a few types of other names
+    admin = admin_context()
+    setup = LocalAPI.from_engine(db.engine)
+    for n in range(other_types):
+        _type(setup, admin, name=f"other-{n}")
+    start = threading.Barrier(16)
+
+    def create(_worker: int) -> str:
+        api = LocalAPI.from_engine(db.engine)
+        start.wait()
+        try:
+            return _type(api, admin, name="gold", tier="1")["name"]
+        except exception.VolumeTypeExists:
+            return "VolumeTypeExists"
+
+    # When 16 workers create the type "gold" at the same time
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = Counter(pool.map(create, range(16)))
+
+    # Then one made it, the others were told it exists, and one live row holds the name
+    assert outcomes == {"gold": 1, "VolumeTypeExists": 15}
+    assert len(db.rows(VolumeType, VolumeType.name == "gold", VolumeType.deleted == False)) == 1
