@@ -17,9 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import kombu
-
-from dbworker.testing import create_database
+from dbworker.testing import create_database, delete_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,18 +48,9 @@ class Resources(contextlib.ExitStack):
         workdir.mkdir(parents=True, exist_ok=True)
 
     def broker_queues(self, transport_url: str, names: list[str]) -> None:
-        """Delete the queues ``names`` from the broker when the run ends (oslo's topic queues and
-        Celery's queue are not auto-delete; this runs after the processes using them stopped)."""
-
-        def delete() -> None:
-            with kombu.Connection(
-                transport_url.replace("rabbit://", "amqp://", 1), connect_timeout=5
-            ) as conn:
-                channel = conn.channel()
-                for name in names:
-                    channel.queue_delete(name)
-
-        self.callback(delete)
+        """Delete the queues ``names`` from the broker when the run ends (after the processes
+        using them stopped)."""
+        self.callback(delete_queues, transport_url, names)
 
     def database(self, kind: str) -> str:
         """Create ``bench_<pid>`` on the ``kind`` server; return its URL (dropped on exit)."""

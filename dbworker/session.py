@@ -68,7 +68,8 @@ def make_engine(
 
 #: Execution options of a connection whose transaction writes: on SQLite it begins with the write
 #: lock (``BEGIN IMMEDIATE``); other databases lock rows as the statements need them.
-WRITE_TRANSACTION = {"dbworker_writes": True}
+_WRITES_OPTION = "dbworker_writes"
+WRITE_TRANSACTION = {_WRITES_OPTION: True}
 
 
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +88,7 @@ def _sqlite_begin(conn: Any) -> None:
     timeout, and each sees what the previous one committed.
     """
     if "in_transaction" not in conn.info:
-        writes = conn.get_execution_options().get("dbworker_writes", False)
+        writes = conn.get_execution_options().get(_WRITES_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
         conn.info["in_transaction"] = True
 

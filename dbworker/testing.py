@@ -1,9 +1,11 @@
-"""For tests and benchmarks: a database of their own on a shared PostgreSQL or MariaDB server."""
+"""For tests and benchmarks: a database of their own on a shared PostgreSQL or MariaDB server, and
+the broker queues they leave behind."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import kombu
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -33,3 +35,18 @@ def create_database(admin_url: str, name: str) -> tuple[str, Callable[[], None]]
         admin.dispose()
 
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
+
+
+def kombu_url(transport_url: str) -> str:
+    """Return oslo's ``rabbit://`` transport URL as kombu spells it (``amqp://``)."""
+    return transport_url.replace("rabbit://", "amqp://", 1)
+
+
+def delete_queues(transport_url: str, names: list[str]) -> None:
+    """Delete the queues ``names`` (absent ones included) from the broker at ``transport_url``:
+    oslo's topic queues and Celery's queues are not auto-delete. Raises OSError when the broker
+    cannot be reached."""
+    with kombu.Connection(kombu_url(transport_url), connect_timeout=5) as connection:
+        channel = connection.channel()
+        for name in names:
+            channel.queue_delete(name)

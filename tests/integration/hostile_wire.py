@@ -16,6 +16,8 @@ import kombu
 import sqlalchemy as sa
 from daemons import ADMIN, Daemon
 
+from dbworker.testing import kombu_url
+
 CONTROL_EXCHANGE = "openstack"  # oslo.messaging's default [DEFAULT] control_exchange
 MB = 1024 * 1024
 
@@ -26,7 +28,7 @@ class Wire:
 
     def __init__(self, rabbit_url: str, topic: str) -> None:
         self.topic = topic
-        self.connection = kombu.Connection(rabbit_url.replace("rabbit://", "amqp://", 1))
+        self.connection = kombu.Connection(kombu_url(rabbit_url))
         self.reply_q = f"hostile-reply-{uuid.uuid4().hex}"
         channel = self.connection.channel()
         self.producer = kombu.Producer(channel)

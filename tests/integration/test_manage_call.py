@@ -15,7 +15,6 @@ import uuid
 from datetime import datetime
 
 import pytest
-from daemons import delete_queues
 from testenv import service_url
 
 from dbworker import client, migration, rpc, wire
@@ -23,6 +22,7 @@ from dbworker.dispatch import Dispatcher
 from dbworker.handlers import services
 from dbworker.registry import Registry
 from dbworker.session import make_engine, make_sessionmaker
+from dbworker.testing import delete_queues
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from datetime import timedelta
 import kombu
 import pytest
 import sqlalchemy as sa
-from daemons import ADMIN
+from daemons import ADMIN, wait_for
 from oslo_db import exception as db_exc
 from testenv import DATABASES
 
@@ -148,7 +147,7 @@ def test_each_worker_trims_records_in_a_thread_that_ends_when_stopped(db):
     trimmer = RecordTrimmer(db.engine, age=timedelta(hours=1), interval=0.1)
     trimmer.start()
     try:
-        _wait_until(lambda: [r.unique_id for r in db.rows(RpcCall)] == ["m-now"], timeout=10)
+        wait_for(lambda: [r.unique_id for r in db.rows(RpcCall)] == ["m-now"], timeout=10)
     finally:
         trimmer.stop()
     assert not trimmer._thread.is_alive()
@@ -205,13 +204,6 @@ def _waiting_on_a_lock(engine: sa.Engine) -> int:
         return conn.execute(sa.text(WAITING_ON_A_LOCK[kind])).scalar()
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 30, what: Callable[[], str] = str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met in time {what()}"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("first_fails", [False, True], ids=["first-commits", "first-rolls-back"])
 def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_database, first_fails):
     """The second delivery's insert waits on the key the running first one holds; if the first
@@ -235,7 +227,7 @@ def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_da
     assert entered.wait(timeout=30)
     second = threading.Thread(target=deliver, args=("second", False))
     second.start()
-    _wait_until(lambda: _waiting_on_a_lock(engine) >= 1, what=lambda: f"{outcomes} {second.is_alive()}")
+    wait_for(lambda: _waiting_on_a_lock(engine) >= 1, 30, what=lambda: f"{outcomes} {second.is_alive()}")
     assert "second" not in outcomes  # it waits on the key
     release.set()
     first.join(timeout=30)
@@ -317,7 +309,7 @@ def test_a_message_redelivered_to_another_worker_is_applied_once_and_answered_on
             server.start()
             try:
                 peer.publish(message)
-                _wait_until(lambda d=dispatcher: sum(d.counters.values()) == 1)
+                wait_for(lambda d=dispatcher: sum(d.counters.values()) == 1, 30)
             finally:
                 server.stop()
                 server.wait()  # every reply of an accepted call is sent before this returns
