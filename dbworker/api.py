@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from oslo_messaging import NoSuchMethod
 from sqlalchemy.engine import Engine
 
 from dbworker.calls import CatalogueAPI
 from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
+from dbworker.logcontext import call_scope
 from dbworker.session import make_sessionmaker
 from dbworker.settings import Settings
 
@@ -35,5 +35,11 @@ class LocalAPI(CatalogueAPI):
         if name == "health":
             return self.dispatcher.health()
         if name not in self.dispatcher.registry:
+            # Imported here: oslo.messaging imports oslo.service, which picks its (eventlet)
+            # backend for the whole process; an in-process user must not pay for that.
+            from oslo_messaging import NoSuchMethod
+
             raise NoSuchMethod(name)
-        return self.dispatcher.call(name, RequestContext.from_dict(ctxt), kwargs)
+        ctx = RequestContext.from_dict(ctxt)
+        with call_scope(ctx):
+            return self.dispatcher.call(name, ctx, kwargs)

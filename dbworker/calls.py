@@ -47,7 +47,8 @@ class CatalogueAPI:
 
     def call(self, context: Any, name: str, /, **kwargs: Any) -> Any:
         """Call ``name`` with wire keyword arguments as they are; return the decoded reply."""
-        return decode_reply(self._invoke(name, context_dict(context), encode(kwargs)))
+        reply = self._invoke(name, context_dict(context), encode(kwargs))
+        return decode_reply(reply, catalogue.reply_shape(name))
 
     def health(self, context: Any = None) -> Any:
         """Return the worker's health: ``{"status", "version", "host", "database"}``."""

@@ -4,7 +4,8 @@
 ``EXTRA`` the functions dbworker adds (contract §3). Signatures omit the leading ``context``.
 ``dbworker.client`` and the in-process API generate their functions from this table, so a
 function exists for callers even before the worker serves it (then the call fails with
-``NoSuchMethod``). Imports nothing but the standard library.
+``NoSuchMethod``). :data:`REPLIES` says what each returns, so replies are decoded by shape.
+Imports nothing but the standard library and :mod:`dbworker.wire`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import ast
 import inspect
 from dataclasses import dataclass
+
+from dbworker import wire
 
 #: RPC API version served. History (a new function or optional argument bumps the minor):
 #:   1.0 - Cinder's Folsom DB API (90 functions), volume_admin_metadata_*, health
@@ -123,6 +126,38 @@ EXTRA = """
     volume_admin_metadata_update(volume_id, metadata, delete)
     volume_admin_metadata_delete(volume_id, key)
 """
+
+#: What each function returns (contract §4): the Python entries decode replies by this shape.
+_SHAPES = {
+    wire.Reply.RECORD: """
+        iscsi_target_create_safe migration_create migration_get migration_get_by_instance_and_status
+        migration_update quota_class_create quota_class_get quota_class_update quota_create
+        quota_get quota_update quota_usage_create quota_usage_get quota_usage_update
+        reservation_create reservation_get service_create service_get service_get_by_args
+        service_get_by_host_and_topic service_update sm_backend_conf_create sm_backend_conf_get
+        sm_backend_conf_get_by_sr sm_backend_conf_update sm_flavor_create sm_flavor_get
+        sm_flavor_update sm_volume_create sm_volume_get sm_volume_update snapshot_create
+        snapshot_get snapshot_update volume_attached volume_create volume_detached volume_get
+        volume_type_create volume_type_get volume_type_get_by_name volume_update
+    """,
+    wire.Reply.RECORDS: """
+        migration_get_all_unconfirmed service_get_all service_get_all_by_host
+        service_get_all_by_topic sm_backend_conf_get_all sm_flavor_get_all sm_volume_get_all
+        snapshot_get_all snapshot_get_all_by_project snapshot_get_all_for_volume
+        volume_get_active_by_window volume_get_all volume_get_all_by_host
+        volume_get_all_by_instance_uuid volume_get_all_by_project
+    """,
+    wire.Reply.RECORDS_BY_NAME: "volume_type_get_all",
+    wire.Reply.RECORD_PAIRS: "service_get_all_volume_sorted",
+}
+#: Every function's reply shape; the ones not listed above are :attr:`wire.Reply.PLAIN`.
+REPLIES: dict[str, wire.Reply] = {name: shape for shape, names in _SHAPES.items() for name in names.split()}
+
+
+def reply_shape(name: str) -> wire.Reply:
+    """Return the shape of function ``name``'s reply (``PLAIN`` for any other name)."""
+    return REPLIES.get(name, wire.Reply.PLAIN)
+
 
 #: Parameters a Python caller may pass but that never go on the wire (Folsom's DB session).
 LOCAL_ONLY = frozenset({"session"})

@@ -14,13 +14,29 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
-import oslo_messaging
 from oslo_config import cfg
 
 from dbworker import catalogue, conf, exception
 from dbworker.calls import CatalogueAPI
+
+if TYPE_CHECKING:
+    import oslo_messaging
+
+
+def _oslo_messaging() -> Any:
+    """Import oslo.messaging when a client or transport is built, not when this module is.
+
+    oslo.messaging imports oslo.service, which fixes the process's backend (eventlet unless the
+    process chose one) and so imports eventlet, whose deprecation banner is about a library the
+    client never uses: it is silenced for that one import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        import oslo_messaging
+    return oslo_messaging
 
 
 class Client(CatalogueAPI):
@@ -42,17 +58,20 @@ class Client(CatalogueAPI):
         timeout: float = 60,
         retry: int | None = None,
     ) -> None:
+        oslo_messaging = _oslo_messaging()
         target = oslo_messaging.Target(topic=topic, version=catalogue.API_VERSION)
         self._rpc = oslo_messaging.get_rpc_client(transport, target, timeout=timeout, retry=retry)
+        self._remote_error = oslo_messaging.RemoteError
+        self._no_such_method = oslo_messaging.NoSuchMethod
 
     def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         try:
             return self._rpc.call(ctxt, name, **kwargs)
         except exception.CinderException as err:
             raise _local_error(err) from None
-        except oslo_messaging.RemoteError as err:
+        except self._remote_error as err:
             if err.exc_type == "NoSuchMethod":
-                raise oslo_messaging.NoSuchMethod(name) from None
+                raise self._no_such_method(name) from None
             raise
 
 
@@ -67,7 +86,9 @@ def _local_error(err: exception.CinderException) -> exception.CinderException:
 
 def get_transport(config: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:
     """Return an RPC transport that rebuilds dbworker's typed errors."""
-    return oslo_messaging.get_rpc_transport(config, url=url, allowed_remote_exmods=catalogue.ALLOWED_EXMODS)
+    return _oslo_messaging().get_rpc_transport(
+        config, url=url, allowed_remote_exmods=catalogue.ALLOWED_EXMODS
+    )
 
 
 _default: Client | None = None

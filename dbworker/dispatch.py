@@ -33,7 +33,7 @@ from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry
 from dbworker.serialize import View, to_primitive
 from dbworker.session import WRITE_TRANSACTION, is_deadlock, is_disconnect
-from dbworker.settings import Settings
+from dbworker.settings import DEFAULT_SETTINGS, Settings
 from dbworker.wire import Primitive
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.sessions = sessions
-        self.settings = settings or Settings()
+        self.settings = settings or DEFAULT_SETTINGS
         self.max_deadlock_retries = max_deadlock_retries
         self.retry_interval = retry_interval
         self.host = host
@@ -110,9 +110,7 @@ class Dispatcher:
         except Redelivered as err:
             outcome = type(err).__name__
             LOG.warning(
-                "%s %s: message %s was delivered again after its call committed; not run again, "
-                "no reply sent",
-                ctx.request_id,
+                "%s: message %s was delivered again after its call committed; not run again, no reply sent",
                 name,
                 delivery_id,
             )
@@ -122,14 +120,14 @@ class Dispatcher:
             raise
         except Exception as err:
             outcome = type(err).__name__
-            LOG.exception("%s %s failed with an unexpected error", ctx.request_id, name)
+            LOG.exception("%s failed with an unexpected error", name)
             raise
         finally:
             elapsed = (time.perf_counter() - start) * 1000
             self._count(
                 {"ok": "calls_ok", "Redelivered": "redeliveries_dropped"}.get(outcome, "calls_failed")
             )
-            LOG.info("%s %s %.1fms %s", ctx.request_id, name, elapsed, outcome)
+            LOG.info("%s %.1fms %s", name, elapsed, outcome)
 
     def health(self) -> dict[str, Primitive]:
         """Return ``{"status", "version", "host", "database"}``; never raises."""
@@ -174,8 +172,7 @@ class Dispatcher:
                     raise retry.final from None
                 self._count("retries")
                 LOG.warning(
-                    "%s %s: %s, re-running the call (attempt %d of %d)",
-                    ctx.request_id,
+                    "%s: %s, re-running the call (attempt %d of %d)",
                     handler.name,
                     type(retry.final).__name__,
                     attempt + 2,
@@ -240,7 +237,7 @@ class Dispatcher:
         if is_disconnect(err):
             if committing and handler.writes:
                 # The commit may or may not have landed: re-running could write twice.
-                LOG.error("%s %s: connection lost while committing", ctx.request_id, handler.name)
+                LOG.error("%s: connection lost while committing", handler.name)
                 return exception.DBUnavailable()
             return _Retry(exception.DBUnavailable())
         if isinstance(err, db_exc.DBDuplicateEntry):
@@ -252,8 +249,7 @@ class Dispatcher:
         ):  # oslo.db raises DBDataError on MySQL only; PostgreSQL's "value too long" is a DataError
             return exception.InvalidInput(reason="a value does not fit its column")
         LOG.error(
-            "%s %s: unexpected database error %s (%s)",
-            ctx.request_id,
+            "%s: unexpected database error %s (%s)",
             handler.name,
             type(err).__name__,
             _db_code(err),
@@ -276,7 +272,7 @@ def _close(tx: Session, handler: Handler, ctx: RequestContext) -> None:
     try:
         tx.close()
     except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
-        LOG.warning("%s %s: closing the session failed: %s", ctx.request_id, handler.name, type(err).__name__)
+        LOG.warning("%s: closing the session failed: %s", handler.name, type(err).__name__)
 
 
 def _record_delivery(tx: Session, handler: Handler, delivery_id: str) -> None:

@@ -263,18 +263,6 @@ class PersistentVolumeFileNotFound(NotFound):
     message = "No file found for volume %(volume_id)s."
 
 
-class SMBackendConfNotFound(NotFound):
-    message = "No backend config with id %(sm_backend_conf_id)s"
-
-
-class SMFlavorNotFound(NotFound):
-    message = "No sm_flavor called %(sm_flavor)s"
-
-
-class SMVolumeNotFound(NotFound):
-    message = "No sm_volume with id %(volume_id)s"
-
-
 # --- duplicates -----------------------------------------------------------------------------------
 class Duplicate(CinderException):
     message = "Resource already exists."

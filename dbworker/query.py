@@ -7,7 +7,8 @@ Validation happens here, before anything reaches the database, so the same bad i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Boolean, DateTime, Integer, Select, String, select, update
@@ -65,6 +66,7 @@ def bulk_soft_delete(tx: Session, model: type[models.Base], *where: Any) -> int:
 
 def apply_values(
     tx: Session,
+    ctx: RequestContext,
     row: models.Base,
     values: Mapping[str, Any],
     *,
@@ -75,11 +77,16 @@ def apply_values(
 
     Keys in ``relations`` (such as ``metadata``) are not set but returned for the handler to write.
     With ``creating``, every NOT NULL column without a default must end up set. Foreign keys must
-    name existing rows.
+    name existing rows. A reference is a read: to a user context, a row of another project does
+    not exist, so a foreign key or a :data:`PROJECT_REFERENCES` column must name a row of its
+    own project, checked before anything is written.
 
     Raises:
         InvalidInput: naming the key, for an unknown key, a value of the wrong type, a string
-            longer than its column, a missing NOT NULL column or a reference to a missing row.
+            longer than its column, a missing NOT NULL column or a foreign key to a missing row
+            (or, for a user, to another project's row).
+        NotFound: the referenced row's class (``VolumeNotFound``, ``SnapshotNotFound``), when a
+            user context's :data:`PROJECT_REFERENCES` column names a row it cannot see.
     """
     if not isinstance(values, Mapping):
         raise exception.InvalidInput(reason="values must be a dict")
@@ -97,7 +104,7 @@ def apply_values(
     if creating:
         _check_required(row, columns)
     with tx.no_autoflush:  # a flush now would send a bad reference before it is checked
-        _check_references(tx, row, columns, values)
+        _check_references(tx, ctx, row, columns, values)
     return related
 
 
@@ -122,10 +129,20 @@ def column_value(column: Any, key: str, value: Any) -> Any:
         if (column.table.name, key) in _SIZES and value < 0:
             raise exception.InvalidInput(reason=f"{key} must not be negative")
     elif isinstance(kind, DateTime):
-        value = parse_time(value, key)
-        if value.year < 1000:
-            raise exception.InvalidInput(reason=f"{key}: year must be 1000 or later")
+        value = check_datetime(key, value)
     return value
+
+
+def check_datetime(key: str, value: Any) -> datetime:
+    """Return ``value`` (an ISO 8601 string or a datetime) as a storable naive UTC datetime.
+
+    Raises:
+        InvalidInput: naming ``key``: not ISO 8601, or a year before 1000 (MySQL's DATETIME range).
+    """
+    parsed = parse_time(value, key)
+    if parsed is None or parsed.year < 1000:
+        raise exception.InvalidInput(reason=f"{key}: a datetime from the year 1000 on is required")
+    return parsed
 
 
 def check_string(key: str, value: Any, length: int | None = 255) -> str:
@@ -197,19 +214,46 @@ def _check_required(row: models.Base, columns: Mapping[str, Any]) -> None:
             raise exception.InvalidInput(reason=f"{key} is required")
 
 
+#: Columns that name a row of project data without a foreign key (Folsom's schema has none
+#: there), with the error that row's absence is. Admin contexts keep Folsom's unchecked write.
+PROJECT_REFERENCES: dict[tuple[str, str], tuple[type[models.Base], Callable[[Any], exception.NotFound]]] = {
+    ("snapshots", "volume_id"): (models.Volume, lambda v: exception.VolumeNotFound(volume_id=v)),
+    ("volumes", "snapshot_id"): (models.Snapshot, lambda v: exception.SnapshotNotFound(snapshot_id=v)),
+}
+
+
 def _check_references(
-    tx: Session, row: models.Base, columns: Mapping[str, Any], values: Mapping[str, Any]
+    tx: Session, ctx: RequestContext, row: models.Base, columns: Mapping[str, Any], values: Mapping[str, Any]
 ) -> None:
     for key, column in columns.items():
-        if key not in values or not column.foreign_keys:
+        if key not in values:
             continue
         value = getattr(row, key)
         if value is None:
             continue
+        soft = PROJECT_REFERENCES.get((column.table.name, key))
+        if soft is not None:
+            model, not_found = soft
+            if ctx.is_user and not _visible(tx, ctx, model, value):
+                raise not_found(value)
+            continue
+        if not column.foreign_keys:
+            continue
         (fk,) = column.foreign_keys
         target = fk.column
-        exists = tx.execute(select(target).where(target == value).limit(1)).first()
-        if exists is None:
+        query = select(target).where(target == value)
+        if ctx.is_user and "project_id" in target.table.c:
+            query = query.where(target.table.c.project_id == ctx.project_id)
+        if tx.execute(query.limit(1)).first() is None:
             raise exception.InvalidInput(
                 reason=f"{key}: no {target.table.name} row with {target.name} {value!r}"
             )
+
+
+def _visible(tx: Session, ctx: RequestContext, model: type[models.Base], key: Any) -> bool:
+    """Whether the row of ``model`` with primary key ``key`` is of ``ctx``'s project (a user
+    context), deleted or not: Folsom let any id through; isolation needs only the project."""
+    (pk,) = model.__table__.primary_key.columns
+    query = model_query(ctx, model, read_deleted="yes", project_only=True)
+    query = query.with_only_columns(pk).where(pk == key)
+    return tx.execute(query.limit(1)).first() is not None

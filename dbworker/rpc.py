@@ -23,6 +23,7 @@ from dbworker import exception
 from dbworker.catalogue import API_VERSION
 from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher, Redelivered
+from dbworker.logcontext import call_scope
 from dbworker.wire import Primitive
 
 LOG = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ class DBWorkerEndpoint:
         delivery = _DELIVERY.get()
         try:
             ctx = RequestContext.from_dict(ctxt)
-            return self._dispatcher.call(
-                name, ctx, kwargs, delivery_id=delivery.unique_id if delivery is not None else None
-            )
+            with call_scope(ctx):
+                return self._dispatcher.call(
+                    name, ctx, kwargs, delivery_id=delivery.unique_id if delivery is not None else None
+                )
         except Redelivered:
             assert delivery is not None  # only a delivery's id can be found recorded
             delivery.drop_reply = True

@@ -24,6 +24,7 @@ each drains as on SIGTERM and a new one is forked with the new values.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -36,7 +37,6 @@ from typing import Any
 
 import oslo_messaging
 from oslo_config import cfg
-from oslo_context import context as oslo_context
 from oslo_log import log as oslo_log
 from oslo_messaging import opts as messaging_opts
 from oslo_service import service as oslo_service
@@ -46,7 +46,6 @@ from sqlalchemy.engine import Engine, make_url
 
 from dbworker import __version__, inflate, masking, rpc
 from dbworker import conf as dbworker_conf
-from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
 from dbworker.housekeeping import RecordTrimmer
@@ -139,38 +138,9 @@ def build_engine(conf: cfg.ConfigOpts, *, max_pool_size: int | None = None) -> E
 
 
 def settings(conf: cfg.ConfigOpts) -> Settings:
-    """Return the ``[dbworker]`` values handlers read."""
-    opts = conf.dbworker
-    return Settings(
-        volume_name_template=opts.volume_name_template,
-        snapshot_name_template=opts.snapshot_name_template,
-        enable_new_services=opts.enable_new_services,
-        volume_topic=opts.volume_topic,
-        reservation_expire=opts.reservation_expire,
-        until_refresh=opts.until_refresh,
-        max_age=opts.max_age,
-    )
-
-
-# --- logging: request ids on every line (credentials: dbworker.masking) ---------------------------
-class LoggingDispatcher(Dispatcher):
-    """A dispatcher that makes each call's request id (and user, project) part of every log line
-    written while the call runs, through oslo.log's thread-local request context."""
-
-    def call(self, name: str, ctx: RequestContext, kwargs: Any, *, delivery_id: str | None = None) -> Any:
-        oslo_context.RequestContext(
-            request_id=ctx.request_id,
-            global_request_id=ctx.global_request_id,
-            user_id=ctx.user_id,
-            project_id=ctx.project_id,
-            is_admin=ctx.is_admin,
-            overwrite=True,
-        )
-        try:
-            return super().call(name, ctx, kwargs, delivery_id=delivery_id)
-        finally:
-            # oslo.context has no public way to clear its thread-local store.
-            oslo_context._request_store.__dict__.pop("context", None)
+    """Return the ``[dbworker]`` values handlers read: every field of :class:`Settings` from the
+    option of the same name."""
+    return Settings(**{field.name: conf.dbworker[field.name] for field in dataclasses.fields(Settings)})
 
 
 # --- startup checks (master process, before forking) ----------------------------------------------
@@ -328,7 +298,7 @@ class WorkerService(oslo_service.ServiceBase):
         conf = self.conf
         threads = conf.executor_thread_pool_size
         self._engine = build_engine(conf)
-        dispatcher = LoggingDispatcher(
+        dispatcher = Dispatcher(
             build_registry(),
             make_sessionmaker(self._engine),
             settings=settings(conf),

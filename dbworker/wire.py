@@ -2,11 +2,12 @@
 
 Datetimes travel as naive-UTC ISO strings in one format, :data:`TIME_FORMAT`. Arguments are encoded
 strictly (:func:`encode`); replies are decoded back to ``datetime`` for the Python entries
-(:func:`decode_reply`).
+(:func:`decode_reply`), by the shape each function declares (:class:`Reply`).
 """
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -89,21 +90,49 @@ def encode(value: Any) -> Primitive:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
-def decode_reply(value: Any) -> Any:
-    """Turn the datetime fields of records in a reply back into naive UTC ``datetime`` values.
+class Reply(enum.Enum):
+    """The shape of a function's reply, which says where its datetimes are (contract §4).
 
-    A record is a dict with ``id`` and ``deleted`` keys (every record has all its columns), so
-    user dicts such as metadata are left alone.
+    A record is a dict of a row's columns plus its computed fields; its datetime columns are
+    :data:`DATETIME_FIELDS`, and a volume record nests its type (a record) and its
+    ``volume_metadata`` (records). Everything else a caller gets back is data the caller (or
+    Folsom's shape) made: metadata and extra-spec dicts, uuids, counts, null. Decoding follows
+    the function's declared shape, never the keys of a dict, so caller data never changes type.
     """
-    if isinstance(value, list):
-        return [decode_reply(v) for v in value]
-    if isinstance(value, dict):
-        is_record = "id" in value and "deleted" in value
-        return {
-            k: _to_datetime(v) if is_record and k in DATETIME_FIELDS else decode_reply(v)
-            for k, v in value.items()
-        }
-    return value
+
+    PLAIN = "plain"  # as sent: metadata and extra-spec dicts, uuid lists, counts, quota dicts, null
+    RECORD = "record"  # one record, or null
+    RECORDS = "records"  # a list of records
+    RECORDS_BY_NAME = "records_by_name"  # {name: record} (volume_type_get_all)
+    RECORD_PAIRS = "record_pairs"  # [[record, value], ...] (service_get_all_volume_sorted)
+
+
+#: Record keys that hold nested records (a volume's type and its metadata rows).
+_NESTED: dict[str, Reply] = {"volume_type": Reply.RECORD, "volume_metadata": Reply.RECORDS}
+
+
+def decode_reply(value: Any, shape: Reply) -> Any:
+    """Return a reply of ``shape`` with its records' datetime fields as naive UTC ``datetime``.
+
+    Raises:
+        ValueError: a record's datetime field is not in :data:`TIME_FORMAT` (not a dbworker reply).
+    """
+    if value is None or shape is Reply.PLAIN:
+        return value
+    if shape is Reply.RECORD:
+        return {k: _decode_field(k, v) for k, v in value.items()}
+    if shape is Reply.RECORDS:
+        return [decode_reply(v, Reply.RECORD) for v in value]
+    if shape is Reply.RECORDS_BY_NAME:
+        return {k: decode_reply(v, Reply.RECORD) for k, v in value.items()}
+    return [[decode_reply(record, Reply.RECORD), *rest] for record, *rest in value]
+
+
+def _decode_field(key: str, value: Any) -> Any:
+    if key in DATETIME_FIELDS:
+        return _to_datetime(value)
+    nested = _NESTED.get(key)
+    return value if nested is None else decode_reply(value, nested)
 
 
 def _to_datetime(value: Any) -> Any:

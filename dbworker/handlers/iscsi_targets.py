@@ -32,7 +32,7 @@ def iscsi_target_create_safe(tx: Session, ctx: RequestContext, values: dict[str,
     """Create and return a target (``target_num`` and ``host`` required); return None if
     ``(target_num, host)`` already exists (contract §9.7)."""
     target = IscsiTarget()
-    apply_values(tx, target, values, creating=True)
+    apply_values(tx, ctx, target, values, creating=True)
     for key in ("target_num", "host"):
         if getattr(target, key) is None:
             raise exception.InvalidInput(reason=f"{key} is required")

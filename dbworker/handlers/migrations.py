@@ -22,7 +22,7 @@ from dbworker.registry import Auth, handler
 def migration_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> Migration:
     """Create and return a migration."""
     migration = Migration()
-    apply_values(tx, migration, values, creating=True)
+    apply_values(tx, ctx, migration, values, creating=True)
     tx.add(migration)
     tx.flush()
     return migration
@@ -33,7 +33,7 @@ def migration_update(tx: Session, ctx: RequestContext, id: int, values: dict[str
     """Apply ``values`` to the migration (deleted ones too) and return it; raise
     MigrationNotFound."""
     migration = migration_get(tx, ctx, id)
-    apply_values(tx, migration, values)
+    apply_values(tx, ctx, migration, values)
     tx.flush()
     return migration
 

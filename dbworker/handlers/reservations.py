@@ -9,7 +9,7 @@ reservations, then their usage rows, in id order.
 
 from __future__ import annotations
 
-import math
+import logging
 import uuid as uuidlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 from dbworker import exception
 from dbworker.context import RequestContext
 from dbworker.models import QuotaUsage, Reservation, Volume, utcnow
-from dbworker.query import apply_values, check_int, check_string, model_query, soft_delete
+from dbworker.query import apply_values, check_datetime, check_int, check_string, model_query, soft_delete
 from dbworker.registry import Auth, handler
 from dbworker.settings import settings_of
-from dbworker.wire import parse_time
+
+LOG = logging.getLogger(__name__)
 
 
 def _sync_volumes(tx: Session, project_id: str) -> dict[str, int]:
@@ -71,7 +72,7 @@ def reservation_create(
         "delta": delta,
         "expire": expire,
     }
-    apply_values(tx, reservation, values, creating=True)
+    apply_values(tx, ctx, reservation, values, creating=True)
     row = tx.get(QuotaUsage, usage_id)
     if row is None or row.deleted or (row.project_id, row.resource) != (project_id, resource):
         raise exception.InvalidInput(
@@ -172,22 +173,25 @@ def reservation_expire(tx: Session, ctx: RequestContext) -> None:
 # --- quota_reserve ------------------------------------------------------------------------------
 def _expire_at(expire: Any, default: int) -> datetime:
     """Return the expiry of new reservations: ``expire`` as an ISO datetime, seconds from now, or
-    null for ``default`` seconds; raise InvalidReservationExpiration."""
+    null for ``default`` seconds.
+
+    Raises:
+        InvalidInput: naming ``expire``, for a bad datetime string (as for every datetime argument),
+            a number of seconds out of range, or another type.
+    """
     if expire is None:
         expire = default
-    if isinstance(expire, int | float) and not isinstance(expire, bool) and math.isfinite(expire):
+    if isinstance(expire, str):
+        return check_datetime("expire", expire)
+    if isinstance(expire, int | float) and not isinstance(expire, bool):
         try:
             return utcnow() + timedelta(seconds=expire)
-        except OverflowError:
-            pass
-    elif isinstance(expire, str):
-        try:
-            parsed = parse_time(expire, "expire")
-        except exception.InvalidInput:
-            parsed = None
-        if parsed is not None and parsed.year >= 1000:
-            return parsed
-    raise exception.InvalidReservationExpiration(expire=expire)
+        except (OverflowError, ValueError):  # inf, nan, or beyond datetime's range
+            raise exception.InvalidInput(reason=f"expire: {expire!r} seconds is out of range") from None
+    raise exception.InvalidInput(
+        reason="expire must be an ISO 8601 datetime, a number of seconds or null, "
+        f"not {type(expire).__name__}"
+    )
 
 
 def _names(resources: Any) -> set[str]:
@@ -319,9 +323,9 @@ def quota_reserve(
     """Reserve ``deltas`` against ``quotas`` for the project and return the reservation uuids in
     the order of ``deltas``.
 
-    Raises InvalidInput (bad or unknown resources, limits, deltas), InvalidReservationExpiration,
-    InvalidQuotaValue (a negative delta would take in_use below 0) and OverQuota (after the usage
-    refreshes are committed).
+    A negative delta that takes a usage below 0 is reserved all the same, with a WARNING naming the
+    resources (Folsom). Raises InvalidInput (bad or unknown resources, limits, deltas, expire) and
+    OverQuota (after the usage refreshes are committed).
     """
     if ctx.is_user and project_id not in (None, ctx.project_id):
         raise exception.NotAuthorized()
@@ -342,7 +346,13 @@ def quota_reserve(
 
     unders = sorted(r for r, d in deltas.items() if d < 0 and d + usages[r].in_use < 0)
     if unders:
-        raise exception.InvalidQuotaValue(unders=unders)
+        # Folsom only warns: the reservation is made (a negative delta never touches reserved).
+        # Refusing it would make a volume undeletable whenever its project's usage drifted low.
+        LOG.warning(
+            "quota_reserve: change will make usage less than 0 for project %s: %s",
+            project_id,
+            ", ".join(f"{r} (in_use {usages[r].in_use}, delta {deltas[r]})" for r in unders),
+        )
     overs = sorted(
         r
         for r, d in deltas.items()

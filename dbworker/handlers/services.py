@@ -97,7 +97,7 @@ def service_get_by_args(tx: Session, ctx: RequestContext, host: str, binary: str
 def service_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> Service:
     """Create a service from ``values``; disabled is forced on unless new services are enabled."""
     service = Service()
-    apply_values(tx, service, values, creating=True)
+    apply_values(tx, ctx, service, values, creating=True)
     if not settings_of(tx).enable_new_services:
         service.disabled = True
     tx.add(service)
@@ -109,7 +109,7 @@ def service_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> 
 def service_update(tx: Session, ctx: RequestContext, service_id: int, values: dict[str, Any]) -> Service:
     """Apply ``values`` to the service and return it; raise ServiceNotFound."""
     service = service_get(tx, ctx, service_id)
-    apply_values(tx, service, values)
+    apply_values(tx, ctx, service, values)
     tx.flush()
     return service
 

@@ -24,15 +24,15 @@ def _all(ctx: RequestContext, model: type[M]) -> Select[tuple[M]]:
     return model_query(ctx, model, read_deleted="yes")
 
 
-def _create(tx: Session, row: M, values: dict[str, Any]) -> M:
-    apply_values(tx, row, values, creating=True)
+def _create(tx: Session, ctx: RequestContext, row: M, values: dict[str, Any]) -> M:
+    apply_values(tx, ctx, row, values, creating=True)
     tx.add(row)
     tx.flush()
     return row
 
 
-def _update(tx: Session, row: M, values: dict[str, Any]) -> M:
-    apply_values(tx, row, values)
+def _update(tx: Session, ctx: RequestContext, row: M, values: dict[str, Any]) -> M:
+    apply_values(tx, ctx, row, values)
     tx.flush()
     return row
 
@@ -46,15 +46,15 @@ def _refuse_if_referenced(tx: Session, query: Select[Any], what: str) -> None:
 @handler(auth=Auth.ADMIN, writes=True)
 def sm_backend_conf_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> SmBackendConfig:
     """Create and return a backend config (``flavor_id`` must name a flavor)."""
-    return _create(tx, SmBackendConfig(), values)
+    return _create(tx, ctx, SmBackendConfig(), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
 def sm_backend_conf_update(
     tx: Session, ctx: RequestContext, sm_backend_conf_id: int, values: dict[str, Any]
 ) -> SmBackendConfig:
-    """Apply ``values`` to the backend config and return it; raise SMBackendConfNotFound."""
-    return _update(tx, sm_backend_conf_get(tx, ctx, sm_backend_conf_id), values)
+    """Apply ``values`` to the backend config and return it; raise NotFound."""
+    return _update(tx, ctx, sm_backend_conf_get(tx, ctx, sm_backend_conf_id), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
@@ -67,10 +67,11 @@ def sm_backend_conf_delete(tx: Session, ctx: RequestContext, sm_backend_conf_id:
 
 @handler(auth=Auth.ADMIN)
 def sm_backend_conf_get(tx: Session, ctx: RequestContext, sm_backend_conf_id: int) -> SmBackendConfig:
-    """Return the backend config, deleted or not; raise SMBackendConfNotFound."""
+    """Return the backend config, deleted or not; raise NotFound ("No backend config with id
+    <id>", Folsom's message on Cinder's base class)."""
     conf = tx.scalar(_all(ctx, SmBackendConfig).where(SmBackendConfig.id == sm_backend_conf_id))
     if conf is None:
-        raise exception.SMBackendConfNotFound(sm_backend_conf_id=sm_backend_conf_id)
+        raise exception.NotFound(f"No backend config with id {sm_backend_conf_id}")
     return conf
 
 
@@ -91,14 +92,14 @@ def sm_backend_conf_get_all(tx: Session, ctx: RequestContext) -> list[SmBackendC
 @handler(auth=Auth.ADMIN, writes=True)
 def sm_flavor_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> SmFlavor:
     """Create and return a flavor."""
-    return _create(tx, SmFlavor(), values)
+    return _create(tx, ctx, SmFlavor(), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
 def sm_flavor_update(tx: Session, ctx: RequestContext, sm_flavor_id: str, values: dict[str, Any]) -> SmFlavor:
     """Apply ``values`` to the first flavor labelled ``sm_flavor_id`` and return it; raise
-    SMFlavorNotFound."""
-    return _update(tx, sm_flavor_get(tx, ctx, sm_flavor_id), values)
+    NotFound."""
+    return _update(tx, ctx, sm_flavor_get(tx, ctx, sm_flavor_id), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
@@ -113,12 +114,12 @@ def sm_flavor_delete(tx: Session, ctx: RequestContext, sm_flavor_id: str) -> Non
 
 @handler(auth=Auth.ADMIN)
 def sm_flavor_get(tx: Session, ctx: RequestContext, sm_flavor: str) -> SmFlavor:
-    """Return the first flavor (by id, deleted or not) labelled ``sm_flavor``; raise
-    SMFlavorNotFound."""
+    """Return the first flavor (by id, deleted or not) labelled ``sm_flavor``; raise NotFound
+    ("No sm_flavor called <label>"; Folsom raised KeyError, contract §9.3)."""
     query = _all(ctx, SmFlavor).where(SmFlavor.label == sm_flavor)
     flavor = tx.scalars(query.order_by(SmFlavor.id).limit(1)).first()
     if flavor is None:
-        raise exception.SMFlavorNotFound(sm_flavor=sm_flavor)
+        raise exception.NotFound(f"No sm_flavor called {sm_flavor}")
     return flavor
 
 
@@ -134,13 +135,13 @@ def sm_volume_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -
     """Create and return an sm volume (``id`` must name a volume, ``backend_id`` a backend)."""
     if values.get("id") is None:
         raise exception.InvalidInput(reason="id is required")
-    return _create(tx, SmVolume(), values)
+    return _create(tx, ctx, SmVolume(), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
 def sm_volume_update(tx: Session, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> SmVolume:
-    """Apply ``values`` to the sm volume and return it; raise SMVolumeNotFound."""
-    return _update(tx, sm_volume_get(tx, ctx, volume_id), values)
+    """Apply ``values`` to the sm volume and return it; raise NotFound."""
+    return _update(tx, ctx, sm_volume_get(tx, ctx, volume_id), values)
 
 
 @handler(auth=Auth.ADMIN, writes=True)
@@ -151,10 +152,11 @@ def sm_volume_delete(tx: Session, ctx: RequestContext, volume_id: str) -> None:
 
 @handler(auth=Auth.ADMIN)
 def sm_volume_get(tx: Session, ctx: RequestContext, volume_id: str) -> SmVolume:
-    """Return the sm volume, deleted or not; raise SMVolumeNotFound."""
+    """Return the sm volume, deleted or not; raise NotFound ("No sm_volume with id <id>", Folsom's
+    message on Cinder's base class)."""
     sm_volume = tx.scalar(_all(ctx, SmVolume).where(SmVolume.id == volume_id))
     if sm_volume is None:
-        raise exception.SMVolumeNotFound(volume_id=volume_id)
+        raise exception.NotFound(f"No sm_volume with id {volume_id}")
     return sm_volume
 
 

@@ -36,7 +36,7 @@ def snapshot_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) ->
     fills in its own user_id/project_id when absent and may not name another project."""
     _check_own_project(ctx, values)
     snapshot = Snapshot()
-    apply_values(tx, snapshot, values, creating=True)
+    apply_values(tx, ctx, snapshot, values, creating=True)
     if not snapshot.id:
         snapshot.id = str(uuid.uuid4())
     if ctx.is_user:
@@ -95,6 +95,6 @@ def snapshot_update(tx: Session, ctx: RequestContext, snapshot_id: str, values: 
     project's snapshot under a user context) and NotAuthorized for a move to another project."""
     _check_own_project(ctx, values)
     snapshot = snapshot_get(tx, ctx, snapshot_id)
-    apply_values(tx, snapshot, values)
+    apply_values(tx, ctx, snapshot, values)
     tx.flush()
     return snapshot

@@ -69,7 +69,7 @@ def volume_type_create(tx: Session, ctx: RequestContext, values: dict[str, Any])
     name = check_string("name", values["name"])
     specs = metadata_items(values.get("extra_specs"), what="extra_specs")
     volume_type = VolumeType()
-    apply_values(tx, volume_type, values, creating=True, relations=("extra_specs",))
+    apply_values(tx, ctx, volume_type, values, creating=True, relations=("extra_specs",))
     _lock_type_name(tx, name)
     live = model_query(ctx, VolumeType, read_deleted="no").where(VolumeType.name == name)
     if tx.scalar(live.limit(1).with_for_update()) is not None:

@@ -16,9 +16,15 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from dbworker import exception
 from dbworker.context import RequestContext
 from dbworker.models import IscsiTarget, Volume, VolumeAdminMetadata, VolumeMetadata, VolumeType
-from dbworker.query import apply_values, bulk_soft_delete, metadata_items, model_query, soft_delete
+from dbworker.query import (
+    apply_values,
+    bulk_soft_delete,
+    check_datetime,
+    metadata_items,
+    model_query,
+    soft_delete,
+)
 from dbworker.registry import Auth, handler
-from dbworker.wire import parse_time
 
 MetadataModel = type[VolumeMetadata] | type[VolumeAdminMetadata]
 
@@ -99,7 +105,7 @@ def volume_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> V
             raise exception.NotAuthorized()
     values["id"] = values.get("id") or str(uuid.uuid4())
     volume = Volume()
-    related = apply_values(tx, volume, values, creating=True, relations=("metadata", "admin_metadata"))
+    related = apply_values(tx, ctx, volume, values, creating=True, relations=("metadata", "admin_metadata"))
     metadata = metadata_items(related.get("metadata"))
     admin_metadata = metadata_items(related.get("admin_metadata"), what="admin_metadata")
     # A used id (live or deleted) fails the primary key: the dispatcher answers Duplicate. A new
@@ -122,7 +128,7 @@ def volume_update(tx: Session, ctx: RequestContext, volume_id: str, values: dict
     volume = volume_get(tx, ctx, volume_id)
     if ctx.is_user and values.get("project_id", ctx.project_id) != ctx.project_id:
         raise exception.NotAuthorized()
-    related = apply_values(tx, volume, values, relations=("metadata",))
+    related = apply_values(tx, ctx, volume, values, relations=("metadata",))
     if related.get("metadata") is not None:
         items = metadata_items(related["metadata"])
         _metadata_write(tx, VolumeMetadata, volume.id, items, delete=True)
@@ -208,8 +214,8 @@ def volume_get_active_by_window(
     and may name no other (NotAuthorized); a bad datetime is InvalidInput."""
     if ctx.is_user and project_id and project_id != ctx.project_id:
         raise exception.NotAuthorized()
-    begin_at = parse_time(begin, "begin")
-    end_at = parse_time(end, "end")
+    begin_at = check_datetime("begin", begin)
+    end_at = None if end is None else check_datetime("end", end)
     query = _volumes(ctx, read_deleted="yes").where(
         or_(Volume.deleted_at.is_(None), Volume.deleted_at > begin_at)
     )

@@ -3,6 +3,7 @@ contract §3.2, §6, §9 items 4, 5, 8)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import pytest
@@ -61,15 +62,82 @@ def test_over_quota_keeps_the_usage_refreshes_and_reserves_nothing(api, admin, u
     assert db.rows(Reservation) == []
 
 
-def test_negative_and_unlimited_quotas_are_never_over(api, user):
-    api.quota_reserve(user, BOTH, {"volumes": -1, "gigabytes": None}, {"volumes": 50, "gigabytes": 9})
+@pytest.mark.parametrize("limit", [-1, -7, None], ids=["-1", "-7", "null"])
+def test_negative_and_unlimited_quotas_are_never_over(api, admin, user, limit):
+    api.volume_create(admin, {"project_id": "p1", "size": 500})  # refreshed: 1 volume, 500 gigabytes
+    with pytest.raises(exception.OverQuota):  # the same deltas are over any limit >= 0 ...
+        api.quota_reserve(user, BOTH, {"volumes": 0, "gigabytes": 0}, {"volumes": 50, "gigabytes": 9})
+    quotas = {"volumes": limit, "gigabytes": limit}  # ... and reserved under a negative or null one
+    uuids = api.quota_reserve(user, BOTH, quotas, {"volumes": 50, "gigabytes": 9})
+    assert api.reservation_get_all_by_project(user, "p1") == {
+        "project_id": "p1",
+        "volumes": {uuids[0]: 50},
+        "gigabytes": {uuids[1]: 9},
+    }
+    assert _usages(api, admin) == {
+        "project_id": "p1",
+        "volumes": {"in_use": 1, "reserved": 50},
+        "gigabytes": {"in_use": 500, "reserved": 9},
+    }
 
 
-def test_a_negative_delta_below_zero_usage_is_invalid_quota_value(api, user, db):
-    with pytest.raises(exception.InvalidQuotaValue) as caught:
-        api.quota_reserve(user, BOTH, QUOTAS, {"volumes": -1})
-    assert caught.value.kwargs["unders"] == ["volumes"]
-    assert db.rows(Reservation) == [] and db.rows(QuotaUsage) == []
+def test_a_negative_delta_below_zero_usage_is_reserved(api, admin, user):
+    # Folsom (reference §3.1 step 5) only logs the "unders": Cinder's delete path reserves
+    # volumes=-1, gigabytes=-size, which must work even when the usage drifted low.
+    api.volume_create(admin, {"project_id": "p1", "size": 2})  # refreshed: 1 volume, 2 gigabytes
+    uuids = api.quota_reserve(user, BOTH, QUOTAS, {"volumes": -3, "gigabytes": -2})
+    assert api.reservation_get_all_by_project(user, "p1") == {
+        "project_id": "p1",
+        "volumes": {uuids[0]: -3},
+        "gigabytes": {uuids[1]: -2},
+    }
+    # A negative delta never touches reserved; committing it takes in_use down (below 0 here).
+    assert _usages(api, admin) == {
+        "project_id": "p1",
+        "volumes": {"in_use": 1, "reserved": 0},
+        "gigabytes": {"in_use": 2, "reserved": 0},
+    }
+    api.reservation_commit(user, uuids)
+    assert _usages(api, admin) == {
+        "project_id": "p1",
+        "volumes": {"in_use": -2, "reserved": 0},
+        "gigabytes": {"in_use": 0, "reserved": 0},
+    }
+    assert api.reservation_get_all_by_project(user, "p1") == {"project_id": "p1"}
+
+
+def test_a_reservation_below_zero_logs_a_warning_naming_the_resources_under_the_request(db, admin, user):
+    from oslo_context import context as oslo_context
+
+    from dbworker.api import LocalAPI
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            current = oslo_context.get_current()
+            seen.append((record.levelno, record.getMessage(), current and current.request_id))
+
+    seen: list = []
+    api = LocalAPI.from_engine(db.engine)
+    api.volume_create(admin, {"project_id": "p1", "size": 2})
+    logger = logging.getLogger("dbworker.handlers.reservations")
+    capture = Capture()
+    logger.addHandler(capture)
+    try:
+        api.quota_reserve(user, BOTH, QUOTAS, {"volumes": -3, "gigabytes": -2})
+    finally:
+        logger.removeHandler(capture)
+    ((level, message, request_id),) = seen
+    assert level == logging.WARNING and "volumes" in message and "gigabytes" not in message
+    assert request_id == user.request_id  # oslo.log prints it on the line
+
+
+def test_a_negative_reservation_below_zero_rolls_back_without_changing_usage(api, admin, user):
+    uuids = api.quota_reserve(user, BOTH, QUOTAS, {"volumes": -1})
+    assert _usages(api, admin)["volumes"] == {"in_use": 0, "reserved": 0}
+    api.reservation_rollback(user, uuids)
+    assert _usages(api, admin)["volumes"] == {"in_use": 0, "reserved": 0}
+    with pytest.raises(exception.ReservationNotFound):
+        api.reservation_get(user, uuids[0])
 
 
 @pytest.mark.parametrize(
@@ -90,11 +158,15 @@ def test_quota_reserve_rejects_bad_input_and_writes_nothing(api, user, db, kwarg
     assert db.rows(QuotaUsage) == []
 
 
-@pytest.mark.parametrize("expire", ["tomorrow", "0001-01-01T00:00:00", True, [1], float("inf")])
-def test_a_bad_expire_is_invalid_reservation_expiration(api, user, db, expire):
-    with pytest.raises(exception.InvalidReservationExpiration):
+@pytest.mark.parametrize(
+    "expire", ["next tuesday", "tomorrow", "0001-01-01T00:00:00", True, [1], float("inf"), 1e300]
+)
+def test_a_bad_expire_is_invalid_input_naming_it(api, user, db, expire):
+    # Contract §3.2: a bad datetime string is InvalidInput, whatever argument carries it.
+    with pytest.raises(exception.InvalidInput) as caught:
         api.quota_reserve(user, BOTH, QUOTAS, {"volumes": 1}, expire=expire)
-    assert db.rows(Reservation) == []
+    assert type(caught.value) is exception.InvalidInput and "expire" in str(caught.value)
+    assert db.rows(Reservation) == [] and db.rows(QuotaUsage) == []
 
 
 @pytest.mark.parametrize(

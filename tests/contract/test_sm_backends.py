@@ -70,28 +70,15 @@ UPDATES = [
         {"volume_id": "v1"},
     ),
 ]
+#: Folsom raises Cinder's base NotFound with a positional message (reference §2.9); a missing
+#: flavor label (Folsom: KeyError) is a NotFound too (contract §9.3).
 NOT_FOUND = [
-    (
-        "sm_backend_conf_get",
-        {"sm_backend_conf_id": 9},
-        exception.SMBackendConfNotFound,
-        {"sm_backend_conf_id": 9},
-    ),
-    (
-        "sm_backend_conf_update",
-        {"sm_backend_conf_id": 9, "values": {}},
-        exception.SMBackendConfNotFound,
-        {"sm_backend_conf_id": 9},
-    ),
-    ("sm_flavor_get", {"sm_flavor": "none"}, exception.SMFlavorNotFound, {"sm_flavor": "none"}),
-    (
-        "sm_flavor_update",
-        {"sm_flavor_id": "none", "values": {}},
-        exception.SMFlavorNotFound,
-        {"sm_flavor": "none"},
-    ),
-    ("sm_volume_get", {"volume_id": "v9"}, exception.SMVolumeNotFound, {"volume_id": "v9"}),
-    ("sm_volume_update", {"volume_id": "v9", "values": {}}, exception.SMVolumeNotFound, {"volume_id": "v9"}),
+    ("sm_backend_conf_get", {"sm_backend_conf_id": 9}, "No backend config with id 9"),
+    ("sm_backend_conf_update", {"sm_backend_conf_id": 9, "values": {}}, "No backend config with id 9"),
+    ("sm_flavor_get", {"sm_flavor": "none"}, "No sm_flavor called none"),
+    ("sm_flavor_update", {"sm_flavor_id": "none", "values": {}}, "No sm_flavor called none"),
+    ("sm_volume_get", {"volume_id": "v9"}, "No sm_volume with id v9"),
+    ("sm_volume_update", {"volume_id": "v9", "values": {}}, "No sm_volume with id v9"),
 ]
 
 
@@ -151,13 +138,36 @@ def test_sm_backend_conf_get_by_sr_returns_null_for_an_unknown_sr(api, admin, st
     assert api.sm_backend_conf_get_by_sr(admin, "sr-9") is None
 
 
-@pytest.mark.parametrize(("name", "kwargs", "error", "data"), NOT_FOUND, ids=[n for n, *_ in NOT_FOUND])
-def test_sm_getters_and_updates_raise_their_not_found(api, admin, db, stack, name, kwargs, error, data):
+@pytest.mark.parametrize(("name", "kwargs", "message"), NOT_FOUND, ids=[n for n, *_ in NOT_FOUND])
+def test_sm_getters_and_updates_raise_cinders_not_found(api, admin, db, stack, name, kwargs, message):
     before = _contents(db)
-    with pytest.raises(error) as caught:
+    with pytest.raises(exception.NotFound) as caught:
         api.call(admin, name, **kwargs)
-    assert caught.value.kwargs == {**data, "code": 404}
+    assert type(caught.value) is exception.NotFound
+    assert str(caught.value).splitlines()[0] == message
+    assert caught.value.kwargs == {"code": 404}
     assert _contents(db) == before
+
+
+@pytest.mark.parametrize(
+    ("delete", "kwargs", "getter", "message"),
+    [
+        ("sm_volume_delete", {"volume_id": "v1"}, "sm_volume_get", "No sm_volume with id v1"),
+        (
+            "sm_backend_conf_delete",
+            {"sm_backend_conf_id": 1},
+            "sm_backend_conf_get",
+            "No backend config with id 1",
+        ),
+    ],
+)
+def test_a_deleted_sm_row_is_cinders_not_found(api, admin, stack, delete, kwargs, getter, message):
+    if delete == "sm_backend_conf_delete":
+        api.sm_volume_delete(admin, "v1")  # the backend is in use until its volume goes
+    api.call(admin, delete, **kwargs)
+    with pytest.raises(exception.NotFound) as caught:
+        api.call(admin, getter, **kwargs)
+    assert type(caught.value) is exception.NotFound and str(caught.value).splitlines()[0] == message
 
 
 UPDATE_PARAMS = ("name", "key", "values", "bad", "getter", "getter_key")

@@ -67,7 +67,8 @@ def test_snapshot_create_keeps_a_given_id_and_refuses_it_twice(api, admin, db):
     assert [row.display_name for row in db.rows(Snapshot)] == [None]
 
 
-def test_snapshot_create_by_a_user_fills_in_its_identity(api, user):
+def test_snapshot_create_by_a_user_fills_in_its_identity(api, admin, user):
+    api.volume_create(admin, {"id": VOLUME, "project_id": "p1", "size": 1})
     snapshot = api.snapshot_create(user, {"volume_id": VOLUME})
     assert (snapshot["user_id"], snapshot["project_id"]) == ("u1", "p1")
     assert api.snapshot_get(user, snapshot["id"]) == snapshot
@@ -76,6 +77,19 @@ def test_snapshot_create_by_a_user_fills_in_its_identity(api, user):
 def test_snapshot_create_by_a_user_for_another_project_is_refused(api, user, db):
     with pytest.raises(exception.NotAuthorized):
         api.snapshot_create(user, {"volume_id": VOLUME, "project_id": "p2"})
+    assert db.rows(Snapshot) == []
+
+
+@pytest.mark.parametrize("owner", ["p2", None])
+def test_snapshot_create_by_a_user_of_another_projects_or_a_missing_volume_is_volume_not_found(
+    api, admin, user, db, owner
+):
+    # A reference is a read (contract §3.1): another project's volume is, to a user, no volume.
+    if owner:
+        api.volume_create(admin, {"id": VOLUME, "project_id": owner, "size": 1})
+    with pytest.raises(exception.VolumeNotFound) as caught:
+        api.snapshot_create(user, {"volume_id": VOLUME})
+    assert caught.value.kwargs["volume_id"] == VOLUME
     assert db.rows(Snapshot) == []
 
 

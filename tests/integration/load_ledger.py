@@ -32,7 +32,9 @@ SETTLES = ("reservation_commit", "reservation_rollback")
 CALLS = ("volume_get", "volume_create", "volume_update", "volume_destroy", "quota_reserve", *SETTLES)
 WRITES = frozenset(CALLS) - {"volume_get"}  # a redelivered read may run again: it changes nothing
 #: The dispatcher's line for each call: request id, function, duration, outcome.
-CALL_LINE = re.compile(r" (req-[0-9a-f-]{36}) ([a-z_]+) [0-9.]+ms (\w+)")
+#: A call's log line: oslo.log's context prefix ``[global-id request-id user ...]`` (the request id
+#: appears there only), then ``<function> <ms>ms <outcome>``.
+CALL_LINE = re.compile(r"\[\S+ (req-[0-9a-f-]{36}) [^\]]*\] ([a-z_]+) [0-9.]+ms (\w+)")
 #: The outcomes of a call that committed its writes (OverQuota commits quota_reserve's refresh);
 #: a call that failed otherwise wrote nothing, so a redelivery of it may run.
 COMMITTED = ("ok", "OverQuota")

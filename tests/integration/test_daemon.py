@@ -8,6 +8,7 @@ changes: the call runs (and waits in PostgreSQL) until the test commits.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import uuid
@@ -89,9 +90,11 @@ def test_two_workers_answer_a_plain_oslo_messaging_client_with_json_and_typed_er
     ping = client.prepare(namespace="baseapi").call({}, "ping", arg="x")
     assert ping == {"service": "dbworker", "arg": "x"}
 
-    worker.wait_for_log("req-daemon-roundtrip service_create")
-    line = next(x for x in worker.log.splitlines() if "req-daemon-roundtrip service_create" in x)
-    assert "ms ok" in line
+    worker.wait_for_log("] service_create ")
+    line = next(x for x in worker.log.splitlines() if "] service_create " in x)
+    # oslo.log's context prefix names the request; the message does not repeat it.
+    assert re.search(r"\[None req-daemon-roundtrip [^\]]*\] service_create [0-9.]+ms ok$", line), line
+    assert line.count("req-daemon-roundtrip") == 1
     assert "guest:***@" in worker.log and "guest:guest@" not in worker.log
 
 

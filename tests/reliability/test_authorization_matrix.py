@@ -140,3 +140,75 @@ def _check_allowed(
     if found:
         return f"reply carries rows of {foreign}: " + ", ".join(repr(x)[:60] for x in found[:3])
     return None
+
+
+# --- references in arguments and in values ------------------------------------------------------
+#: Calls by a user of p2 that name a row of project ``{p}`` in an argument or in ``values`` (some on
+#: p2's own rows). Run with ``{p}`` = p1 (another project's row) and ``{p}`` = p9 (no such row):
+#: to the user, p1's rows must not exist, so both give the same outcome, and neither writes.
+REFERENCES = [
+    ("volume_get", {"volume_id": "{p}-vol"}),
+    ("volume_update", {"volume_id": "{p}-vol", "values": {"display_name": "x"}}),
+    ("volume_metadata_get", {"volume_id": "{p}-vol"}),
+    ("volume_metadata_update", {"volume_id": "{p}-vol", "metadata": {"k": "v"}, "delete": True}),
+    ("volume_metadata_delete", {"volume_id": "{p}-vol", "key": "k"}),
+    ("snapshot_get", {"snapshot_id": "{p}-snap"}),
+    ("snapshot_update", {"snapshot_id": "{p}-snap", "values": {"status": "x"}}),
+    ("snapshot_get_all_for_volume", {"volume_id": "{p}-vol"}),
+    ("reservation_get", {"uuid": "{p}-res-get"}),
+    ("reservation_commit", {"reservations": ["{p}-res-commit"]}),
+    ("reservation_rollback", {"reservations": ["{p}-res-rollback"]}),
+    # values that reference another row (a snapshot's volume, a volume's source snapshot)
+    ("snapshot_create", {"values": {"volume_id": "{p}-vol"}}),
+    ("snapshot_update", {"snapshot_id": "p2-snap", "values": {"volume_id": "{p}-vol"}}),
+    ("volume_create", {"values": {"size": 1, "snapshot_id": "{p}-snap"}}),
+    ("volume_update", {"volume_id": "p2-vol", "values": {"snapshot_id": "{p}-snap"}}),
+]
+#: The arguments that name a project's row (volume types, quota classes and services are global).
+REFERENCE_ARGS = {"volume_id", "snapshot_id", "uuid", "reservations", "values"}
+
+
+def _aimed_at(kwargs: dict, project: str) -> dict:
+    def fill(value):
+        if isinstance(value, str):
+            return value.replace("{p}", project)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return fill(kwargs)
+
+
+def _outcome(api: LocalAPI, ctx: RequestContext, name: str, kwargs: dict) -> object:
+    try:
+        return ("reply", api.call(ctx, name, **kwargs))
+    except exception.CinderException as err:
+        return ("error", type(err).__name__)
+
+
+def test_every_user_callable_function_taking_a_reference_is_in_the_reference_checks():
+    takes_reference = {
+        name
+        for name, handler in REGISTRY.items()
+        if handler.auth is Auth.CONTEXT and any(a.name in REFERENCE_ARGS for a in handler.args)
+    }
+    assert takes_reference == {name for name, _ in REFERENCES}
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), REFERENCES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(REFERENCES)]
+)
+def test_a_user_naming_another_projects_row_finds_it_missing_and_writes_nothing(db, name, kwargs):
+    seed(db.engine)
+    api = LocalAPI.from_engine(db.engine)
+    ctx = context("other")  # a user of p2
+    before = table_contents(db.engine)
+    foreign = _outcome(api, ctx, name, _aimed_at(kwargs, "p1"))
+    assert table_contents(db.engine) == before, f"{name} wrote, naming p1's row"
+    missing = _outcome(api, ctx, name, _aimed_at(kwargs, "p9"))
+    assert table_contents(db.engine) == before, f"{name} wrote, naming a missing row"
+    assert foreign == missing
+    if foreign[0] == "error":
+        assert issubclass(getattr(exception, foreign[1]), exception.NotFound), foreign

@@ -7,6 +7,7 @@ import ast
 import inspect
 import re
 import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -182,7 +183,7 @@ def test_handlers_never_import_the_machinery_around_them(module):
     [
         ("dbworker.exception", set()),
         ("dbworker.models", set()),
-        ("dbworker.catalogue", set()),
+        ("dbworker.catalogue", {"dbworker.wire"}),
         ("dbworker.conf", set()),
         ("dbworker.context", {"dbworker.exception"}),
         ("dbworker.wire", {"dbworker.exception"}),
@@ -206,6 +207,27 @@ def test_the_wire_datetime_fields_are_exactly_the_datetime_columns():
         if isinstance(column.type, sa.DateTime)
     }
     assert columns == wire.DATETIME_FIELDS
+
+
+def _shape_of(annotation) -> wire.Reply:
+    """The reply shape a handler's return annotation promises (its rows become records)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    row = lambda t: isinstance(t, type) and issubclass(t, models.Base)  # noqa: E731
+    if row(annotation) or (origin in (typing.Union, types.UnionType) and any(map(row, args))):
+        return wire.Reply.RECORD
+    if origin is list and row(args[0]):
+        return wire.Reply.RECORDS
+    if origin is list and typing.get_origin(args[0]) is tuple and row(typing.get_args(args[0])[0]):
+        return wire.Reply.RECORD_PAIRS
+    if origin is dict and row(args[1]):
+        return wire.Reply.RECORDS_BY_NAME
+    return wire.Reply.PLAIN
+
+
+def test_the_catalogues_reply_shapes_are_what_the_handlers_return():
+    shapes = {name: _shape_of(typing.get_type_hints(h.fn)["return"]) for name, h in REGISTRY.items()}
+    assert shapes == {name: catalogue.reply_shape(name) for name in REGISTRY}
+    assert set(catalogue.REPLIES) <= set(catalogue.FUNCTIONS)
 
 
 def test_a_handler_signature_starts_with_tx_and_ctx():

@@ -60,3 +60,31 @@ def test_the_systemd_unit_waits_for_a_worker_and_outlasts_the_graceful_drain():
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     drain = next(o for o in _options.service_opts if o.name == "graceful_shutdown_timeout")
     assert isinstance(drain, cfg.Opt) and int(service["TimeoutStopSec"]) > drain.default
+
+
+def test_the_in_process_settings_are_the_options_defaults_and_the_daemon_reads_every_option():
+    import dataclasses
+
+    from oslo_config import cfg
+
+    from dbworker import conf as dbworker_conf
+    from dbworker import service
+    from dbworker.settings import DEFAULT_SETTINGS
+
+    conf = cfg.ConfigOpts()
+    dbworker_conf.register_opts(conf)
+    conf([])
+    assert service.settings(conf) == DEFAULT_SETTINGS
+    changed = {
+        "volume_name_template": "vol-%s",
+        "snapshot_name_template": "snap-%s",
+        "enable_new_services": False,
+        "volume_topic": "other-volume",
+        "reservation_expire": 60,
+        "until_refresh": 3,
+        "max_age": 7,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(DEFAULT_SETTINGS)}
+    for name, value in changed.items():
+        conf.set_override(name, value, group="dbworker")
+    assert dataclasses.asdict(service.settings(conf)) == changed

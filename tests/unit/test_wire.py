@@ -9,7 +9,7 @@ import pytest
 from dbworker import exception
 from dbworker.context import RequestContext
 from dbworker.serialize import View, to_primitive
-from dbworker.wire import decode_reply, encode, format_time, parse_time
+from dbworker.wire import Reply, decode_reply, encode, format_time, parse_time
 
 
 def test_datetimes_travel_as_naive_utc_with_microseconds():
@@ -47,20 +47,45 @@ def test_encode_is_strict():
             encode(bad)
 
 
+RECORD = {
+    "id": 1,
+    "deleted": False,
+    "created_at": "2020-01-01T00:00:00.000001",
+    "updated_at": None,
+    "metadata": {"created_at": "2020-01-01T00:00:00.000001", "id": "a", "deleted": "no"},
+    "volume_type": {"id": 2, "deleted": False, "created_at": "2021-01-01T00:00:00.000000"},
+    "volume_metadata": [{"id": 3, "key": "k", "value": "v", "deleted_at": "2022-01-01T00:00:00.000000"}],
+}
+
+
 def test_decode_reply_turns_record_datetimes_back_and_leaves_user_dicts_alone():
-    reply = [
-        {
-            "id": 1,
-            "deleted": False,
-            "created_at": "2020-01-01T00:00:00.000001",
-            "updated_at": None,
-            "metadata": {"created_at": "2020-01-01T00:00:00.000001"},
-        }
-    ]
-    (record,) = decode_reply(reply)
+    (record,) = decode_reply([RECORD], Reply.RECORDS)
     assert record["created_at"] == datetime(2020, 1, 1, 0, 0, 0, 1)
     assert record["updated_at"] is None
-    assert record["metadata"] == {"created_at": "2020-01-01T00:00:00.000001"}
+    assert record["metadata"] == RECORD["metadata"]
+    assert record["volume_type"]["created_at"] == datetime(2021, 1, 1)
+    assert record["volume_metadata"][0]["deleted_at"] == datetime(2022, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"id": "a", "deleted": "no", "created_at": "tomorrow"},  # looks like a record, is metadata
+        {"created_at": "2020-01-01T00:00:00.000001"},
+        ["2020-01-01T00:00:00.000001"],
+        None,
+    ],
+)
+def test_a_plain_reply_comes_back_as_sent_whatever_its_keys(reply):
+    assert decode_reply(reply, Reply.PLAIN) == reply
+
+
+def test_decode_reply_follows_the_other_shapes():
+    by_name = decode_reply({"gold": RECORD}, Reply.RECORDS_BY_NAME)
+    assert by_name["gold"]["created_at"] == datetime(2020, 1, 1, 0, 0, 0, 1)
+    ((service, gigabytes),) = decode_reply([[RECORD, 7]], Reply.RECORD_PAIRS)
+    assert service["created_at"] == datetime(2020, 1, 1, 0, 0, 0, 1) and gigabytes == 7
+    assert decode_reply(None, Reply.RECORD) is None
 
 
 def test_to_primitive_refuses_what_json_cannot_carry():
