@@ -1,4 +1,8 @@
-"""The Celery comparison: a task doing dbworker's volume_get read (same handler, same reply).
+"""The Celery peer: tasks doing dbworker's ``volume_get`` read in plain SQLAlchemy (no dbworker code).
+
+Written as a Celery user would write it: one module-level pooled engine, the statements of
+:mod:`bench.peer_sql` built once at import, one transaction per task. ``volume_get`` returns the same
+reply as dbworker's (``bench.check`` proves it); ``volume_row`` is the simpler one-row read.
 
 Both the worker (``python -m celery -A bench.celery_app worker --pool threads``) and the benchmark
 process import this module; they read ``BENCH_BROKER_URL``, ``BENCH_CELERY_QUEUE`` and
@@ -9,9 +13,11 @@ i.e. over the same RabbitMQ, as dbworker's do.
 from __future__ import annotations
 
 import os
-import threading
+import sys
 
 from celery import Celery
+
+from bench import peer_sql
 
 app = Celery("bench", broker=os.environ.get("BENCH_BROKER_URL", "amqp://"), backend="rpc://")
 app.conf.update(
@@ -24,30 +30,29 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
 )
 
-_dispatcher = None
-_lock = threading.Lock()
-
-
-def _get_dispatcher():
-    global _dispatcher
-    with _lock:
-        if _dispatcher is None:
-            from dbworker.dispatch import Dispatcher
-            from dbworker.handlers import build_registry
-            from dbworker.session import make_engine, make_sessionmaker
-
-            engine = make_engine(os.environ["BENCH_DATABASE_URL"], max_pool_size=18)
-            _dispatcher = Dispatcher(build_registry(), make_sessionmaker(engine))
-        return _dispatcher
+engine = peer_sql.make_engine(os.environ.get("BENCH_DATABASE_URL", "sqlite://"))
 
 
 @app.task(name="bench.volume_get")
 def volume_get(ctxt: dict, volume_id: str) -> dict:
-    from dbworker.context import RequestContext
+    """The volume with its metadata and type, as dbworker's ``volume_get`` replies to a user."""
+    with engine.begin() as conn:
+        return peer_sql.volume_get(conn, volume_id, ctxt["project_id"])
 
-    return _get_dispatcher().call("volume_get", RequestContext.from_dict(ctxt), {"volume_id": volume_id})
+
+@app.task(name="bench.volume_row")
+def volume_row(ctxt: dict, volume_id: str) -> dict:
+    """The volume's own row only."""
+    with engine.begin() as conn:
+        return peer_sql.volume_row(conn, volume_id, ctxt["project_id"])
 
 
 @app.task(name="bench.ping")
 def ping() -> str:
     return "pong"
+
+
+@app.task(name="bench.dbworker_loaded")
+def dbworker_loaded() -> list[str]:
+    """The dbworker modules imported in the worker process (the check expects none)."""
+    return sorted(name for name in sys.modules if name.split(".")[0] == "dbworker")

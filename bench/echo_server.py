@@ -2,6 +2,7 @@
 
 ``python -m bench.echo_server URL TOPIC THREADS`` runs until SIGTERM; it has one method,
 ``echo(ctxt, arg)``, and uses oslo.messaging's plain threading executor with THREADS threads.
+:func:`serve` is shared with the bare server that reads the database (:mod:`bench.oslo_peer`).
 """
 
 from __future__ import annotations
@@ -21,25 +22,30 @@ class Echo:
         return arg
 
 
-def main(url: str, topic: str, threads: str) -> None:
+def serve(url: str, topic: str, server: str, threads: int, endpoints: list[object]) -> None:
+    """Serve ``endpoints`` on ``topic`` with ``threads`` executor threads until SIGTERM."""
     conf = cfg.CONF  # oslo.messaging registers its tracing options only on the global CONF
-    conf([], project="dbworker-bench-echo")
+    conf([], project=f"dbworker-{server}")
     transport = oslo_messaging.get_rpc_transport(conf, url=url)
-    target = oslo_messaging.Target(topic=topic, server="bench-echo")
-    server = oslo_messaging.get_rpc_server(
+    target = oslo_messaging.Target(topic=topic, server=server)
+    rpc_server = oslo_messaging.get_rpc_server(
         transport,
         target,
-        [Echo()],
+        endpoints,
         executor="threading",
         access_policy=oslo_messaging.DefaultRPCAccessPolicy,
     )
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    server.start(override_pool_size=int(threads))
+    rpc_server.start(override_pool_size=threads)
     stopped.wait()
-    server.stop()
-    server.wait()
+    rpc_server.stop()
+    rpc_server.wait()
     transport.cleanup()
+
+
+def main(url: str, topic: str, threads: str) -> None:
+    serve(url, topic, "bench-echo", int(threads), [Echo()])
 
 
 if __name__ == "__main__":

@@ -22,18 +22,27 @@ PACKAGES = (
     "psycopg2-binary",
     "PyMySQL",
     "celery",
-    "yappi",
+    "py-spy",
 )
 
 
-def machine(database_urls: dict[str, str], transport: object | None = None) -> dict[str, str]:
-    """Return ordered facts: date, CPU, cores, memory, load, OS, Python, packages, servers."""
+def load_text(load: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in load)
+
+
+def machine(
+    database_urls: dict[str, str],
+    transport: object | None = None,
+    load: tuple[float, float, float] | None = None,
+) -> dict[str, str]:
+    """Return ordered facts: date, CPU, cores, memory, the load average when the run started
+    (``load``, read before anything ran; else now), OS, Python, packages, servers."""
     facts = {
         "date (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "CPU": _cpu_model(),
         "cores (logical)": str(os.cpu_count()),
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
-        "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average at start (1/5/15 min)": load_text(load or os.getloadavg()),
         "OS": platform.platform(),
         "Python": sys.version.split()[0],
     }

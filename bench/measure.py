@@ -32,12 +32,36 @@ def latency(call: Call, calls: int, warmup: int = 50) -> dict[str, float]:
     }
 
 
-def throughput(call: Call, threads: int, seconds: float, max_calls: int | None = None) -> dict[str, float]:
-    """Run ``call`` from ``threads`` threads for ``seconds`` (or until ``max_calls`` in all);
-    return calls per second and the number of calls that raised."""
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def client_threads(threads: int) -> ThreadPoolExecutor:
+    """The run's pool of ``threads`` client threads, the same threads for every row.
+
+    Like a service's threads, they live as long as the process: Celery's client keeps a result
+    consumer per thread, on a reply queue named after the thread's id, so a row run by fresh threads
+    (which reuse the ids of dead ones) would share reply queues with the consumers of the dead
+    threads and lose replies to them.
+    """
+    with _POOLS_LOCK:
+        if threads not in _POOLS:
+            _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix=f"client{threads}")
+        return _POOLS[threads]
+
+
+def throughput(
+    call: Call,
+    threads: int,
+    seconds: float,
+    max_calls: int | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, float]:
+    """Run ``call`` from ``threads`` client threads for ``seconds`` (or until ``max_calls`` in all,
+    or until ``stop`` is set); return calls per second and the number of calls that raised."""
     done = [0] * threads
     errors = [0] * threads
-    stop = threading.Event()
+    stop = stop or threading.Event()
     budget = max_calls or 1 << 62
     start = time.perf_counter()
     deadline = start + seconds
@@ -55,10 +79,14 @@ def throughput(call: Call, threads: int, seconds: float, max_calls: int | None =
                     raise
             i += 1
 
-    with ThreadPoolExecutor(threads) as pool:
-        futures = [pool.submit(loop, index) for index in range(threads)]
+    pool = client_threads(threads)
+    futures = [pool.submit(loop, index) for index in range(threads)]
+    try:
         for future in futures:
             future.result()
+    except BaseException:  # Ctrl-C, SIGTERM, a thread's error: end the other threads' loops now
+        stop.set()
+        raise
     elapsed = time.perf_counter() - start
     return {
         "threads": threads,
@@ -72,6 +100,20 @@ def throughput(call: Call, threads: int, seconds: float, max_calls: int | None =
 def calls_until(call: Call, threads: int, total: int, timeout: float) -> int:
     """Make ``total`` calls from ``threads`` threads (bounded by ``timeout``); return how many ran."""
     return throughput(call, threads, timeout, max_calls=total)["calls"]
+
+
+def counted(calls: dict[str, Call], counter: Counter) -> dict[str, Call]:
+    """Wrap each call so that ``counter`` counts the calls answered (not those that raised)."""
+
+    def wrap(call: Call) -> Call:
+        def run(t: int, i: int) -> object:
+            result = call(t, i)
+            counter.add()
+            return result
+
+        return run
+
+    return {op: wrap(call) for op, call in calls.items()}
 
 
 class Counter:

@@ -1,129 +1,161 @@
-"""Where a ``volume_get`` call's time goes inside a worker: read the statistics that
-:mod:`bench.profile_worker` writes, and break them down per call.
+"""Where a ``volume_get`` call's CPU goes inside the real dbworker worker: a py-spy profile.
 
-Three views, all divided by the number of calls the dispatcher ran:
+:func:`record` attaches ``py-spy record --format raw --function --full-filenames`` to the daemon's
+worker process (a child of the master, as it runs in production: no wrapper, no tracing hooks)
+for N seconds while the benchmark drives it with ``volume_get`` from 16 client threads.
+:func:`summarize` reads py-spy's collapsed stacks (``frame;frame;... count``, root first) and gives,
+in milliseconds per call (samples / rate / calls served during the recording):
 
-* phases: the inclusive time (yappi's ``ttot``) of the functions that delimit each step of a call
-  (decode, ack, context, auth/bind, begin, query, serialize, flush, commit, close, log, reply);
-* packages: own time (``tsub``) summed by top-level package (dbworker, sqlalchemy, oslo_messaging...);
-* functions: the functions with the most own time.
+* phases: the inclusive time of the functions that delimit each step of a call;
+* packages: own (leaf) time summed by top-level package (dbworker, sqlalchemy, kombu, stdlib:...);
+* functions: the frames with the most own time, with their total (inclusive) time.
+
+py-spy samples only threads that are running (not idle in a socket wait), so the times are close
+to CPU time, but a thread waiting for the GIL counts as running: with 16 executor threads that
+inflates the samples several times over, so the run records with ``--gil`` (only the thread holding
+the GIL) unless ``--no-profile-gil``; the worker's CPU from /proc over the same seconds is reported
+beside the sampled total as a cross-check.
 """
 
 from __future__ import annotations
 
-import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.services import ROOT
 
+_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*):(?P<line>\d+)\)$")
 _MARKERS = ("site-packages/", f"{ROOT}/")
 
-#: (phase, module path suffix, yappi function name); inclusive times, so phases may nest.
+#: (phase, file path suffix, function qualname or its last part); inclusive times, so phases nest.
+#: A phase whose function was renamed or never sampled shows 0.
 PHASES = (
-    ("whole call in the executor thread", "oslo_messaging/rpc/server.py", "RPCServer._process_incoming"),
-    (
-        "  ack (hand-off to the listener)",
-        "oslo_messaging/_drivers/amqpdriver.py",
-        "AMQPIncomingMessage.acknowledge",
-    ),
+    ("executor thread: the whole call", "dbworker/rpc.py", "BoundedRPCServer._process_incoming"),
     ("  oslo dispatch (incl. endpoint)", "oslo_messaging/rpc/dispatcher.py", "RPCDispatcher.dispatch"),
     ("    dbworker endpoint: DBWorkerEndpoint._call", "dbworker/rpc.py", "DBWorkerEndpoint._call"),
-    ("      context: RequestContext.from_dict", "dbworker/context.py", "from_dict"),  # classmethod
-    ("      LoggingDispatcher.call (oslo context + call)", "dbworker/service.py", "LoggingDispatcher.call"),
-    ("        Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
-    ("          auth + bind: Handler.bind", "dbworker/registry.py", "Handler.bind"),
-    ("          one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
-    ("            txn begin: Session.begin", "sqlalchemy/orm/session.py", "Session.begin"),
-    ("            query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
-    ("            serialize: to_primitive", "dbworker/serialize.py", "to_primitive"),
-    ("            flush: Session.flush", "sqlalchemy/orm/session.py", "Session.flush"),
-    ("            commit: Session.commit", "sqlalchemy/orm/session.py", "Session.commit"),
-    ("            close: Session.close", "sqlalchemy/orm/session.py", "Session.close"),
-    ("          log line: Logger.info", "logging/__init__.py", "Logger.info"),
+    ("      context: RequestContext.from_dict", "dbworker/context.py", "RequestContext.from_dict"),
+    ("      Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
+    ("        auth + bind: Handler.bind", "dbworker/registry.py", "Handler.bind"),
+    ("        one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
+    ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
+    ("          serialize: to_primitive", "dbworker/serialize.py", "to_primitive"),
+    ("          commit: Session.commit", "sqlalchemy/orm/session.py", "Session.commit"),
+    ("          close: Session.close", "sqlalchemy/orm/session.py", "Session.close"),
+    ("        log line: Logger.info", "logging/__init__.py", "Logger.info"),
     (
         "  reply: AMQPIncomingMessage.reply",
         "oslo_messaging/_drivers/amqpdriver.py",
         "AMQPIncomingMessage.reply",
     ),
-    ("listener thread: receive + decode", "oslo_messaging/_drivers/amqpdriver.py", "AMQPListener.__call__"),
+    ("listener thread: receive, decode, ack, hand-over", "dbworker/rpc.py", "BoundedListener._run"),
+    ("  accept (ack + queue): _GatedDelivery._accept", "dbworker/rpc.py", "_GatedDelivery._accept"),
 )
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read the statistics :mod:`bench.profile_worker` wrote."""
-    return json.loads(path.read_text())
+def py_spy() -> str | None:
+    """The py-spy executable beside this interpreter (or on PATH), None if it is not installed."""
+    here = Path(sys.executable).with_name("py-spy")
+    return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def summarize(stats: dict[str, Any], top: int = 20) -> dict[str, Any]:
-    """Return ``{"clock", "calls", "phases", "packages", "functions"}`` in milliseconds per call."""
-    functions = stats["functions"]
-    calls = _find(functions, "dbworker/dispatch.py", "Dispatcher.call")
-    n = max(1, calls["ncall"] if calls else 0)
+def record(pid: int, seconds: float, out: Path, rate: int, gil: bool) -> subprocess.Popen[bytes]:
+    """Start py-spy recording process ``pid`` for ``seconds`` into ``out`` (raw collapsed stacks)."""
+    exe = py_spy()
+    if exe is None:
+        raise FileNotFoundError("py-spy is not installed (pip install -r bench/requirements.txt)")
+    argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--function", "--full-filenames"]
+    argv += ["--rate", str(rate), "--duration", str(max(1, round(seconds))), "--output", str(out)]
+    if gil:
+        argv.append("--gil")
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-    def per_call(seconds: float) -> float:
-        return round(seconds * 1000 / n, 4)
+
+def parse(text: str) -> list[tuple[list[str], int]]:
+    """Return py-spy's raw output as ``(frames root first, samples)``."""
+    stacks = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+def summarize(text: str, calls: int, rate: int, top: int = 20) -> dict[str, Any]:
+    """Return ``{"samples", "calls", "rate", "phases", "packages", "functions"}``, times in ms/call."""
+    stacks = parse(text)
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for frames, count in stacks:
+        samples += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    n = max(1, calls)
+
+    def ms(count: float) -> float:
+        return round(count * 1000 / rate / n, 4)
 
     phases = []
-    for phase, module, name in PHASES:
-        found = _find(functions, module, name)
-        if found is not None:
-            phases.append({"phase": phase, "ms_per_call": per_call(found["ttot"]), "ncall": found["ncall"]})
-    packages: dict[str, float] = {}
-    for f in functions:
-        key = _package(f["module"])
-        packages[key] = packages.get(key, 0.0) + f["tsub"]
-    busiest = sorted(functions, key=lambda f: f["tsub"], reverse=True)[:top]
+    for phase, suffix, name in PHASES:
+        hits = sum(c for f, c in total.items() if _matches(f, suffix, name))
+        phases.append({"phase": phase, "ms_per_call": ms(hits)})
+    packages: Counter[str] = Counter()
+    for frame, count in own.items():
+        packages[_package(_split(frame)[1])] += count
     return {
-        "clock": stats["clock"],
-        "calls": n,
+        "samples": samples,
+        "calls": calls,
+        "rate": rate,
+        "ms_per_call_sampled": ms(samples),
         "phases": phases,
-        "packages": sorted(
-            ({"package": k, "ms_per_call": per_call(v)} for k, v in packages.items()),
-            key=lambda row: -row["ms_per_call"],
-        ),
+        "packages": [{"package": k, "ms_per_call": ms(v)} for k, v in packages.most_common()],
         "functions": [
-            {
-                "function": f"{f['name']} ({_short(f['module'])}:{f['line']})",
-                "own_ms_per_call": per_call(f["tsub"]),
-                "incl_ms_per_call": per_call(f["ttot"]),
-                "ncall": f["ncall"],
-            }
-            for f in busiest
+            {"function": _short(f), "own_ms_per_call": ms(c), "total_ms_per_call": ms(total[f])}
+            for f, c in own.most_common(top)
         ],
+        "inclusive": [
+            {"function": _short(f), "total_ms_per_call": ms(c)}
+            for f, c in total.most_common(top * 2)
+            if _split(f)[1].find("threading.py") < 0
+        ][:top],
     }
 
 
-def _find(functions: list[dict[str, Any]], module: str, name: str) -> dict[str, Any] | None:
-    """Sum the statistics of ``name`` in ``module``. yappi names a method after the class of
-    ``self`` (``Dispatcher.call`` run by a LoggingDispatcher is ``LoggingDispatcher.call``), so a
-    ``Class.method`` name also matches subclasses whose name ends with ``Class``."""
-    owner, _, method = name.rpartition(".")
-    matches = [
-        f
-        for f in functions
-        if f["module"].endswith(module)
-        and f["name"].rpartition(".")[2] == method
-        and f["name"].rpartition(".")[0].endswith(owner)
-    ]
-    if not matches:
-        return None
-    return {"ncall": sum(f["ncall"] for f in matches), "ttot": sum(f["ttot"] for f in matches)}
+def _split(frame: str) -> tuple[str, str, str]:
+    match = _FRAME.match(frame)
+    if match is None:
+        return frame, "", ""
+    return match["name"], match["file"], match["line"]
 
 
-def _package(module: str) -> str:
-    """Return the top-level package of a module path (``.../site-packages/kombu/x.py`` -> kombu)."""
+def _matches(frame: str, suffix: str, name: str) -> bool:
+    func, file, _ = _split(frame)
+    return file.endswith(suffix) and (func == name or func.endswith("." + name))
+
+
+def _package(path: str) -> str:
+    """The top-level package of a file path (``.../site-packages/kombu/x.py`` -> kombu)."""
+    if path.startswith("<"):  # generated code: ``<sqlalchemy generated ...>``, ``<string>``
+        return path[1:].split(" ", 1)[0].rstrip(">") or "?"
     for marker in _MARKERS:
-        if marker in module:
-            return module.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/lib/python3" in module:
-        rest = module.split("/lib/python3", 1)[1].split("/", 2)
+        if marker in path:
+            return path.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
+    if "/lib/python3" in path:
+        rest = path.split("/lib/python3", 1)[1].split("/", 2)
         return "stdlib:" + rest[1].removesuffix(".py") if len(rest) > 1 else "stdlib"
-    return module.rsplit("/", 1)[-1]
+    return path.rsplit("/", 1)[-1] or "?"
 
 
-def _short(module: str) -> str:
-    for marker in _MARKERS:
-        if marker in module:
-            return module.split(marker, 1)[1]
-    return module.rsplit("/", 2)[-1] if "/" in module else module
+def _short(frame: str) -> str:
+    func, path, line = _split(frame)
+    for marker in (*_MARKERS, "/lib/python3.11/", "/lib/python3.12/", "/lib/python3.13/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{func} ({path}:{line})" if path else func

@@ -1,4 +1,4 @@
-"""Turn one run's results (a JSON-safe dict) into the targets' verdicts and ``RESULTS.md``.
+"""Turn one run's results (a JSON-safe dict, with ``targets`` from :mod:`bench.targets`) into RESULTS.md.
 
 ``bench/analysis.md`` (hand-written: why a target is missed, what was fixed, what remains) is
 copied into the report when it exists, so a re-run keeps the explanation next to new numbers.
@@ -10,139 +10,43 @@ from pathlib import Path
 from typing import Any
 
 ANALYSIS = Path(__file__).with_name("analysis.md")
-
-
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return each target of the issue with its measured value, limit, ratio and verdict."""
-    lat, thr = r["latency"], r["throughput"]
-    out: list[dict[str, Any]] = []
-
-    def add(
-        name: str,
-        value: float | None,
-        limit: float | None,
-        ratio: float | None,
-        ok: bool | None,
-        unit: str = "",
-    ) -> None:
-        verdict = "n/a" if ok is None else ("pass" if ok else "MISS")
-        out.append(
-            {
-                "target": name,
-                "measured": value,
-                "limit": limit,
-                "ratio": ratio,
-                "verdict": verdict,
-                "unit": unit,
-            }
-        )
-
-    def get(table: dict[str, Any], system: str, op: str, key: str) -> float | None:
-        return table.get(system, {}).get(op, {}).get(key)
-
-    vg, echo, direct = (
-        get(lat, s, o, "p50_ms")
-        for s, o in (("dbworker-1", "volume_get"), ("echo", "echo"), ("direct", "volume_get"))
-    )
-    if None not in (vg, echo, direct):
-        bound = echo + direct + 0.25
-        add(
-            "volume_get p50 <= echo p50 + direct read p50 + 0.25 ms",
-            vg,
-            round(bound, 3),
-            _ratio(vg, bound),
-            vg <= bound,
-            "ms",
-        )
-    vg_t, echo_t, celery_t, create_t, two_t = (
-        get(thr, s, o, "calls_per_s")
-        for s, o in (
-            ("dbworker-1", "volume_get"),
-            ("echo", "echo"),
-            ("celery", "volume_get"),
-            ("dbworker-1", "volume_create"),
-            ("dbworker-2", "volume_get"),
-        )
-    )
-    for name, value, base, factor in (
-        ("volume_get throughput, 1 worker >= 0.85 x echo", vg_t, echo_t, 0.85),
-        ("volume_get throughput, 1 worker >= 1.0 x Celery's same read", vg_t, celery_t, 1.0),
-        ("volume_create throughput, 1 worker >= 0.75 x echo", create_t, echo_t, 0.75),
-        ("volume_get throughput, 2 workers >= 1.25 x 1 worker", two_t, vg_t, 1.25),
-    ):
-        if value is not None and base:
-            add(name, value, round(base * factor, 1), _ratio(value, base), value >= base * factor, "calls/s")
-    rss = r.get("rss", {})
-    low, high = rss.get("low"), rss.get("high")
-    if high:
-        add(
-            f"worker RSS <= 120 MB after {high['calls']} calls",
-            high["rss_mb"],
-            120,
-            _ratio(high["rss_mb"], 120),
-            high["rss_mb"] <= 120,
-            "MB",
-        )
-    if low and high:
-        growth = round(high["rss_mb"] - low["rss_mb"], 1)
-        add(
-            f"RSS growth <= 5 MB from {low['calls']} to {high['calls']} calls",
-            growth,
-            5,
-            _ratio(growth, 5),
-            growth <= 5,
-            "MB",
-        )
-    first = r.get("startup", {}).get("dbworker-1")
-    if first is not None:
-        add("first answered call <= 3 s after start (1 worker)", first, 3, _ratio(first, 3), first <= 3, "s")
-    rows = r.get("rows", {})
-    if rows.get("small") and rows.get("large"):
-        small, large = rows["small"]["p50_ms"], rows["large"]["p50_ms"]
-        add(
-            f"volume_get p50 at {rows['large']['rows']} rows within 10% of {rows['small']['rows']} rows",
-            large,
-            round(small * 1.1, 3),
-            _ratio(large, small),
-            large <= small * 1.1,
-            "ms",
-        )
-    return out
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
+#: CPU groups shown per throughput row (bench.cpu), in this order.
+CPU_GROUPS = ("server", "worker", "broker", "database", "client", "total")
 
 
 def markdown(r: dict[str, Any]) -> str:
     """Return RESULTS.md for results ``r`` (which already hold ``r["targets"]``)."""
     meta, settings = r["meta"], r["settings"]
     lines = [f"# dbworker benchmark results ({'QUICK run' if settings['quick'] else 'full run'})", ""]
+    if meta.get("forced"):
+        lines += [
+            f"> **RUN FORCED ON A BUSY MACHINE (--force): {meta['forced']}.** Ratios may be skewed.",
+            "",
+        ]
     if settings["quick"] or meta.get("loaded"):
         lines += [
             f"> **{meta.get('label', 'Quick run')}.** Fewer calls than the full run; ratios are "
             "indicative only. Run `python -m bench.run` on a quiet machine for the numbers that count.",
             "",
         ]
+    lines += ["## Machine", "", _table(["fact", "value"], list(meta["facts"].items())), ""]
+    lines += ["## Settings", "", _table(["setting", "value"], list(settings.items())), ""]
+    lines += _check_section(r)
     lines += [
-        "## Machine",
-        "",
-        _table(["fact", "value"], [[k, v] for k, v in meta["facts"].items()]),
-        "",
-        "## Settings",
-        "",
-        _table(["setting", "value"], [[k, v] for k, v in settings.items()]),
-        "",
         "## Targets",
         "",
+        "Throughput targets compare medians of the repeated rows; *spread* is the ratio's range over "
+        "the repeats (min against max, max against min).",
+        "",
         _table(
-            ["target", "measured", "limit", "ratio", "verdict"],
+            ["target", "measured", "limit", "ratio", "spread", "verdict"],
             [
                 [
                     t["target"],
-                    f"{t['measured']} {t['unit']}",
-                    f"{t['limit']} {t['unit']}",
+                    _unit(t["measured"], t["unit"]),
+                    _unit(t["limit"], t["unit"]),
                     t["ratio"],
+                    t.get("spread", ""),
                     t["verdict"],
                 ]
                 for t in r["targets"]
@@ -151,8 +55,6 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Sequential latency (one client thread, ms)",
         "",
-    ]
-    lines.append(
         _table(
             ["system", "operation", "calls", "p50", "p99", "mean"],
             [
@@ -160,70 +62,10 @@ def markdown(r: dict[str, Any]) -> str:
                 for s, ops in r["latency"].items()
                 for o, v in ops.items()
             ],
-        )
-    )
-    echo_t = r["throughput"].get("echo", {}).get("echo", {}).get("calls_per_s")
-    lines += [
-        "",
-        f"## Throughput ({settings['threads']} client threads)",
-        "",
-        _table(
-            ["system", "operation", "calls/s", "x echo", "calls", "errors", "seconds"],
-            [
-                [
-                    s,
-                    o,
-                    v["calls_per_s"],
-                    _ratio(v["calls_per_s"], echo_t) if echo_t else "",
-                    v["calls"],
-                    v["errors"],
-                    v["seconds"],
-                ]
-                for s, ops in r["throughput"].items()
-                for o, v in ops.items()
-            ],
         ),
     ]
-    lines += [
-        "",
-        "## Start-up: seconds from process start to the first answered call",
-        "",
-        _table(["server", "seconds"], [[k, v] for k, v in r.get("startup", {}).items()]),
-    ]
-    milestones = r.get("startup_milestones")
-    if milestones:
-        lines += ["", "dbworker-1, seconds from process start to:", ""]
-        lines.append(_table(["milestone", "seconds"], [[k, v] for k, v in milestones.items()]))
-    rss = r.get("rss", {})
-    if rss:
-        lines += [
-            "",
-            "## Worker memory (RSS of the one worker process, volume_get calls)",
-            "",
-            _table(["after calls", "RSS MB"], [[v["calls"], v["rss_mb"]] for v in rss.values()]),
-        ]
-    rows = r.get("rows", {})
-    if rows:
-        lines += [
-            "",
-            "## volume_get against the size of `volumes`",
-            "",
-            _table(
-                ["rows", "calls", "p50 ms", "p99 ms"],
-                [[v["rows"], v["calls"], v["p50_ms"], v["p99_ms"]] for v in rows.values()],
-            ),
-        ]
-    trips = r.get("roundtrips", {})
-    if trips:
-        lines += [
-            "",
-            "## Database round trips per call (counted in-process; independent of load)",
-            "",
-            _table(
-                ["operation", "statements", "pool pings", "commits"],
-                [[op, v["statements"], v["pings"], v["commits"]] for op, v in trips.items()],
-            ),
-        ]
+    lines += _throughput_section(r, settings)
+    lines += _other_sections(r)
     lines += _profile_section(r.get("profile"))
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip()]
@@ -231,13 +73,131 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_section(r: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, title in (("check", "PostgreSQL"), ("check_mariadb", "MariaDB")):
+        c = r.get(key)
+        if c:
+            lines += [
+                f"## Reply check ({title}): the peers do dbworker's work",
+                "",
+                f"For volume `{c['volume_id']}` ({c['reply_bytes']} bytes of JSON), the `volume_get` reply "
+                f"of {', '.join(c['same_volume_get'])} equals dbworker's, as JSON, key for key. Processes "
+                f"with no dbworker module imported: {', '.join(c['no_dbworker_module']) or '-'}. "
+                f"`volume_create` replies of the same shape: {', '.join(c['same_create_shape'])}.",
+                "",
+            ]
+    return lines
+
+
+def _throughput_section(r: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    echo = r["throughput"].get("echo", {}).get("echo", {}).get("calls_per_s")
+    repeats = settings.get("repeats", 1)
+    lines = [
+        "",
+        f"## Throughput ({settings['threads']} client threads, 1 server process; median of {repeats} "
+        f"interleaved repeats of {settings['throughput_s']} s)",
+        "",
+        "CPU columns: milliseconds of CPU per call (utime + stime from /proc, median over the repeats) "
+        "of the server's process tree, dbworker's worker process(es) alone, RabbitMQ (beam.smp), the "
+        "database server (postmaster and all its children, or mariadbd), and the client process; "
+        "*total* adds server, broker, database and client. Rows without a server ran in the client.",
+        "",
+        _throughput_table(r["throughput"], echo),
+    ]
+    vg = r["throughput"].get("dbworker-1", {}).get("volume_get", {}).get("calls_per_s")
+    if vg:
+        peers = [
+            (name, r["throughput"].get(system, {}).get(op, {}).get("calls_per_s"))
+            for name, system, op in (
+                ("echo", "echo", "echo"),
+                ("Celery, same read", "celery", "volume_get"),
+                ("bare oslo.messaging server, same read", "oslo-peer", "volume_get"),
+                ("Celery, one row", "celery", "volume_row"),
+                ("bare oslo.messaging server, one row", "oslo-peer", "volume_row"),
+                ("direct, same read (no broker)", "direct", "volume_get"),
+            )
+        ]
+        lines += ["", "dbworker-1 `volume_get` (median) against:", ""]
+        lines.append(
+            _table(
+                ["peer", "peer calls/s", "dbworker / peer"], [[n, v, _ratio(vg, v)] for n, v in peers if v]
+            )
+        )
+    scale = r.get("scaleout")
+    if scale:
+        lines += ["", "### Scale-out: `volume_get` on 2 worker processes against 1 (interleaved pair)", ""]
+        lines.append(_throughput_table(scale, None))
+    return lines
+
+
+def _throughput_table(table: dict[str, Any], echo: float | None) -> str:
+    rows = []
+    for system, ops in table.items():
+        for op, v in ops.items():
+            cpu = v.get("cpu_ms_per_call", {})
+            spread = f"{v['min']}..{v['max']}" if "min" in v else ""
+            rows.append(
+                [system, op, v["calls_per_s"], spread, _ratio(v["calls_per_s"], echo) if echo else ""]
+                + [cpu.get(g, "") for g in CPU_GROUPS]
+                + [v["errors"]]
+            )
+    header = ["system", "operation", "calls/s", "min..max", "x echo"]
+    return _table(header + [f"CPU {g}" for g in CPU_GROUPS] + ["errors"], rows)
+
+
+def _other_sections(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Start-up: seconds from process start to the first answered call",
+        "",
+        _table(["server", "seconds"], list(r.get("startup", {}).items())),
+    ]
+    milestones = r.get("startup_milestones")
+    if milestones:
+        lines += ["", "dbworker-1, seconds from process start to:", ""]
+        lines.append(_table(["milestone", "seconds"], list(milestones.items())))
+    rss = r.get("rss", {})
+    if rss:
+        lines += ["", "## Worker memory (RSS of the one worker process, volume_get calls)", ""]
+        lines.append(_table(["after calls", "RSS MB"], [[v["calls"], v["rss_mb"]] for v in rss.values()]))
+    rows = r.get("rows", {})
+    if rows:
+        lines += ["", "## volume_get against the size of `volumes`", ""]
+        lines.append(
+            _table(
+                ["rows", "calls", "p50 ms", "p99 ms"],
+                [[v["rows"], v["calls"], v["p50_ms"], v["p99_ms"]] for v in rows.values()],
+            )
+        )
+    trips = r.get("roundtrips", {})
+    if trips:
+        lines += ["", "## Database round trips per call (counted in-process; independent of load)", ""]
+        lines.append(
+            _table(
+                ["operation", "statements", "pool pings", "commits"],
+                [[op, v["statements"], v["pings"], v["commits"]] for op, v in trips.items()],
+            )
+        )
+    return lines
+
+
 def _profile_section(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
+    if "error" in p:
+        return ["", f"## Profile: not available ({p['error']})"]
+    if "samples" not in p:  # results of the earlier yappi profile
+        return []
     return [
         "",
-        f"## Profile: one worker process, {p['calls']} sequential volume_get calls (yappi, {p['clock']} "
-        "clock, ms per call; yappi's own overhead inflates Python-heavy steps)",
+        f"## Profile: the dbworker-1 worker process under `volume_get` load (py-spy, {p['seconds']} s at "
+        f"{p['rate']} Hz{', GIL-holding samples only' if p.get('gil') else ''})",
+        "",
+        f"{p['samples']} samples over {p['calls']} calls ({p['calls_per_s']} calls/s while recording): "
+        f"{p['ms_per_call_sampled']} ms of sampled (running) time per call; the worker's CPU from /proc "
+        f"over the same time: {p['cpu_ms_per_call_proc']} ms per call. Times below are ms per call; "
+        "py-spy samples running threads only, so they are close to CPU time.",
         "",
         "### Steps of a call (inclusive)",
         "",
@@ -247,16 +207,28 @@ def _profile_section(p: dict[str, Any] | None) -> list[str]:
         "",
         _table(["package", "ms/call"], [[x["package"], x["ms_per_call"]] for x in p["packages"][:12]]),
         "",
-        "### Functions with the most own time",
+        "### Frames with the most own time",
         "",
         _table(
-            ["function", "own ms/call", "incl ms/call", "calls"],
-            [
-                [f"`{x['function']}`", x["own_ms_per_call"], x["incl_ms_per_call"], x["ncall"]]
-                for x in p["functions"]
-            ],
+            ["function", "own ms/call", "total ms/call"],
+            [[f"`{x['function']}`", x["own_ms_per_call"], x["total_ms_per_call"]] for x in p["functions"]],
+        ),
+        "",
+        "### Frames with the most total (inclusive) time",
+        "",
+        _table(
+            ["function", "total ms/call"],
+            [[f"`{x['function']}`", x["total_ms_per_call"]] for x in p["inclusive"]],
         ),
     ]
+
+
+def _ratio(a: float | None, b: float | None) -> float | str:
+    return round(a / b, 3) if a is not None and b else ""
+
+
+def _unit(value: Any, unit: str) -> str:
+    return "" if value is None else f"{value} {unit}".strip()
 
 
 def _indented(phase: str) -> str:
@@ -264,7 +236,7 @@ def _indented(phase: str) -> str:
     return "&nbsp;" * 2 * (len(phase) - len(text)) + text
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def _table(header: list[str], rows: list[Any]) -> str:
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|")
 

@@ -1,15 +1,16 @@
-"""``python -m bench.run [--quick] [--out bench/RESULTS.md]``: run every benchmark, write the report.
+"""``python -m bench.run [--quick | --check] [--out bench/RESULTS.md]``: run the benchmarks, write the report.
 
 It creates private databases on the local PostgreSQL and MariaDB, starts (and stops, by pid) the
-dbworker daemon, a bare oslo.messaging echo server and a Celery worker on private topics/queues of
-the local RabbitMQ, prints progress, and writes ``RESULTS.md`` plus the raw numbers as JSON.
-``--quick`` makes fewer calls (under 3 minutes in all on 2 cores) for development; the targets are judged on a
-full run on a quiet machine.
+dbworker daemon, a bare oslo.messaging echo server, a bare oslo.messaging server and a Celery worker
+doing dbworker's ``volume_get`` read in plain SQLAlchemy, checks that those peers reply exactly as
+dbworker does, prints progress, and writes ``RESULTS.md`` plus the raw numbers as JSON. A full run
+refuses to start on a busy machine (1-minute load average above ``--max-load``) unless ``--force``.
+``--quick`` makes fewer calls (about 3-4 minutes on 2 cores) for development; the targets are
+judged on a full run on a quiet machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -17,54 +18,19 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import facts, measure, profiling, report, roundtrips, servers, workloads
+from bench import config, facts, measure, report, rounds, roundtrips, sections, servers, targets, workloads
+from bench.config import Settings
 from bench.measure import Call
-from bench.services import ROOT, Resources, service_url
+from bench.rounds import Row
+from bench.services import Resources, service_url
 from dbworker.api import LocalAPI
 
 _T0 = time.monotonic()
-
-
-@dataclass(frozen=True)
-class Settings:
-    quick: bool
-    latency_calls: int
-    warmup: int
-    throughput_s: float
-    threads: int
-    rows_small: int
-    rows_large: int
-    rss_low: int
-    rss_high: int
-    profile_calls: int
-    mariadb: bool
-    json: str
-
-
-def settings(args: argparse.Namespace) -> Settings:
-    """Return the sizes of a full or ``--quick`` run, with the command line's overrides."""
-    sizes = (200, 20, 2.0, 1_000, 4_000, 200) if args.quick else (2_000, 100, 15.0, 20_000, 100_000, 2_000)
-    latency_calls, warmup, seconds, rss_low, rss_high, profile_calls = sizes
-    if args.rss_calls:
-        rss_low, rss_high = (int(x) for x in args.rss_calls.split(","))
-    return Settings(
-        quick=args.quick,
-        latency_calls=args.latency_calls or latency_calls,
-        warmup=min(warmup, args.latency_calls or warmup),
-        throughput_s=args.seconds or seconds,
-        threads=servers.THREADS,
-        rows_small=1_000,
-        rows_large=args.rows or 100_000,
-        rss_low=rss_low,
-        rss_high=rss_high,
-        profile_calls=args.profile_calls or profile_calls,
-        mariadb=not args.no_mariadb,
-        json=str(args.json),
-    )
 
 
 def log(message: str) -> None:
@@ -86,59 +52,51 @@ class Bench:
         }
 
     def latency(self, system: str, op: str, call: Call) -> dict[str, float]:
+        """Sequential latency of ``call`` (one client thread): p50, p99, mean in ms."""
         result = measure.latency(call, self.cfg.latency_calls, self.cfg.warmup)
         self.results["latency"].setdefault(system, {})[op] = result
-        log(f"  {system:<12} {op:<26} p50 {result['p50_ms']:7.3f} ms  p99 {result['p99_ms']:7.3f} ms")
+        log(f"  {system:<14} {op:<26} p50 {result['p50_ms']:7.3f} ms  p99 {result['p99_ms']:7.3f} ms")
         return result
 
-    def throughput(self, system: str, op: str, call: Call) -> dict[str, float]:
-        result = measure.throughput(call, self.cfg.threads, self.cfg.throughput_s)
-        self.results["throughput"].setdefault(system, {})[op] = result
-        log(f"  {system:<12} {op:<26} {result['calls_per_s']:8.1f} calls/s ({result['errors']} errors)")
-        return result
+    def latencies(self, systems: dict[str, dict[str, Call]]) -> None:
+        for system, calls in systems.items():
+            for op, call in calls.items():
+                self.latency(system, op, call)
 
-    def both(self, system: str, calls: dict[str, Call]) -> None:
-        for op, call in calls.items():
-            self.latency(system, op, call)
-        for op, call in calls.items():
-            self.throughput(system, op, call)
-
-
-def counted(calls: dict[str, Call], counter: measure.Counter) -> dict[str, Call]:
-    """Wrap each call so that ``counter`` counts the calls sent."""
-
-    def wrap(call: Call) -> Call:
-        def run(t: int, i: int) -> object:
-            counter.add()
-            return call(t, i)
-
-        return run
-
-    return {op: wrap(call) for op, call in calls.items()}
+    def rounds(self, rows: list[Row], key: str = "throughput") -> None:
+        """Throughput of ``rows`` in ``repeats`` interleaved rounds, with CPU per call (rounds.run)."""
+        measured = rounds.run(rows, self.cfg.repeats, self.cfg.threads, self.cfg.throughput_s, log)
+        for system, ops in measured.items():
+            self.results.setdefault(key, {}).setdefault(system, {}).update(ops)
 
 
-def run(cfg: Settings, workdir: Path) -> dict[str, Any]:
+def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[str, Any]:
+    """The full or quick run: every section in order; returns the results."""
     bench = Bench(cfg)
     rabbit = service_url("rabbitmq")
     with Resources(workdir) as res:
         log("creating a private PostgreSQL database and seeding it")
-        pg_url = res.database("postgresql")
-        data = workloads.Data(pg_url)
-        res.callback(data.dispose)
-        data.fill(cfg.rows_small)
-        rpc = workloads.transport(rabbit)
-        res.callback(rpc.cleanup)
-        bench.results["meta"] = {
-            "facts": facts.machine({"PostgreSQL": pg_url}, servers.celery_broker_url(rabbit))
-        }
+        data, rpc, pg_url = sections.setup(res, rabbit, cfg.rows_small)
+        broker = servers.celery_broker_url(rabbit)
+        bench.results["meta"] = {"facts": facts.machine({"PostgreSQL": pg_url}, broker, load)}
 
         log("dbworker, 1 worker process: start")
         one, client = servers.start_daemon(res, rpc, rabbit, pg_url, 1, "dbworker-1")
         bench.results["startup"]["dbworker-1"] = round(one.first_answer_s, 2)
         bench.results["startup_milestones"] = one.milestones
         log(f"  first answer after {one.first_answer_s:.2f}s; log milestones {one.milestones}")
+
+        log("peers: echo server, bare oslo.messaging server, Celery worker (threads pool)")
+        peers = sections.start_peers(res, rpc, rabbit, pg_url, data)
+        bench.results["startup"].update(
+            {name: round(s.first_answer_s, 2) for name, s in peers.servers.items()}
+        )
+        log("check: every peer's volume_get reply equals dbworker's")
+        bench.results["check"] = sections.check_replies(data, rpc, one.topic, peers)
+        log(f"  {bench.results['check']}")
+
         sent = measure.Counter()
-        ops = counted(workloads.dbworker_calls(client, data), sent)
+        ops = measure.counted(workloads.dbworker_calls(client, data), sent)
         _rows(bench, "small", data, ops["volume_get"])
         log(f"filling volumes to {cfg.rows_large} rows")
         data.fill(cfg.rows_large)
@@ -149,48 +107,76 @@ def run(cfg: Settings, workdir: Path) -> dict[str, Any]:
         bench.results["roundtrips"] = roundtrips.count(data)
         for op, counts in bench.results["roundtrips"].items():
             log(f"  {op:<26} {counts}")
-        log("direct SQLAlchemy (no broker) and in-process dbworker (LocalAPI, no broker)")
-        bench.both("direct", workloads.direct_calls(data))
+
+        direct = workloads.direct_calls(data)
         local = workloads.dbworker_calls(LocalAPI.from_engine(data.engine), data)
-        bench.both("in-process", {op: local[op] for op in ("volume_get", "volume_create")})
+        in_process = {op: local[op] for op in ("volume_get", "volume_create")}
+        log("sequential latency")
+        bench.latencies(
+            {
+                "echo": peers.calls["echo"],
+                "celery": peers.calls["celery"],
+                "oslo-peer": peers.calls["oslo-peer"],
+                "dbworker-1": ops,
+                "direct": direct,
+                "in-process": in_process,
+            }
+        )
+        log(
+            f"throughput: {cfg.repeats} interleaved rounds, {cfg.threads} client threads, "
+            f"{cfg.throughput_s}s per row"
+        )
+        rows = [
+            Row(s, op, call, peers.servers[s].process.pid)
+            for s in peers.servers
+            for op, call in peers.calls[s].items()
+        ]
+        rows += [Row("dbworker-1", op, call, one.process.pid, workers=True) for op, call in ops.items()]
+        rows += [Row("direct", op, call, None) for op, call in direct.items()]
+        rows += [Row("in-process", op, call, None) for op, call in in_process.items()]
+        bench.rounds(rows)
 
-        log("dbworker, 1 worker process: the four operations")
-        bench.both("dbworker-1", ops)
-        one.process.stop()
+        log(f"profile: py-spy on the dbworker-1 worker under volume_get load, {cfg.profile_s}s")
+        bench.results["profile"] = sections.profile(cfg, one, ops["volume_get"], workdir, log)
+        with ThreadPoolExecutor() as stopping:  # Celery's warm shutdown alone takes seconds
+            list(stopping.map(lambda server: server.process.stop(), peers.servers.values()))
 
-        log("raw oslo.messaging echo server")
-        echo = servers.start_echo(res, rabbit, lambda topic: workloads.echo_call(rpc, topic, data, 0.5)(0, 0))
-        bench.results["startup"]["echo"] = round(echo.first_answer_s, 2)
-        bench.both("echo", {"echo": workloads.echo_call(rpc, echo.topic, data)})
-        echo.process.stop()
-
-        log("Celery (threads pool) doing the same volume_get")
-        broker = servers.celery_broker_url(rabbit)
-        queue = servers.unique("bench-celery")
-        call, ping = workloads.celery_call(broker, queue, pg_url, data)
-        celery = servers.start_celery(res, broker, queue, pg_url, ping)
-        bench.results["startup"]["celery"] = round(celery.first_answer_s, 2)
-        bench.both("celery", {"volume_get": call})
-        celery.process.stop()
-
-        log("dbworker, 2 worker processes: the four operations")
+        log("scale-out: dbworker with 2 worker processes against 1, volume_get, interleaved")
         two, client2 = servers.start_daemon(res, rpc, rabbit, pg_url, 2, "dbworker-2")
         bench.results["startup"]["dbworker-2"] = round(two.first_answer_s, 2)
-        bench.both("dbworker-2", workloads.dbworker_calls(client2, data))
+        pair = [
+            Row("dbworker-1", "volume_get", ops["volume_get"], one.process.pid, workers=True),
+            Row(
+                "dbworker-2",
+                "volume_get",
+                workloads.dbworker_calls(client2, data)["volume_get"],
+                two.process.pid,
+                workers=True,
+            ),
+        ]
+        bench.rounds(pair, key="scaleout")
         two.process.stop()
-
-        log(f"profile: one worker under yappi, {cfg.profile_calls} sequential volume_get calls")
-        bench.results["profile"] = _profile(res, rpc, rabbit, pg_url, data, cfg.profile_calls, workdir)
+        one.process.stop()
 
         if cfg.mariadb:
-            _mariadb(bench, res, rpc, rabbit)
-    bench.results["meta"]["facts"]["load average at end (1/5/15 min)"] = " / ".join(
-        f"{x:.2f}" for x in os.getloadavg()
-    )
+            sections.mariadb(bench, res, rpc, rabbit, log)
+    bench.results["meta"]["facts"]["load average at end (1/5/15 min)"] = facts.load_text(os.getloadavg())
     return bench.results
 
 
+def check_only(workdir: Path) -> dict[str, Any]:
+    """``--check``: seed a database, start dbworker and the peers, compare their replies, stop."""
+    rabbit = service_url("rabbitmq")
+    with Resources(workdir) as res:
+        data, rpc, pg_url = sections.setup(res, rabbit, 0)
+        log("dbworker, 1 worker process, and the peers: start")
+        one, _client = servers.start_daemon(res, rpc, rabbit, pg_url, 1, "dbworker-1")
+        peers = sections.start_peers(res, rpc, rabbit, pg_url, data)
+        return sections.check_replies(data, rpc, one.topic, peers)
+
+
 def _rows(bench: Bench, key: str, data: workloads.Data, call: Call) -> None:
+    """volume_get latency against the number of rows in ``volumes``."""
     log(f"volume_get with {data.rows} rows in volumes")
     result = bench.latency("dbworker-1", f"volume_get@{data.rows}rows", call)
     bench.results["rows"][key] = {"rows": data.rows, **result}
@@ -198,6 +184,7 @@ def _rows(bench: Bench, key: str, data: workloads.Data, call: Call) -> None:
 
 
 def _memory(bench: Bench, server: servers.Server, call: Call, sent: measure.Counter) -> None:
+    """The worker process's RSS after the configured numbers of volume_get calls."""
     (pid,) = measure.worker_pids(server.process.pid)
     bench.results["rss"]["start"] = {"calls": sent.value, "rss_mb": measure.rss_mb(pid)}
     for key, total in (("low", bench.cfg.rss_low), ("high", bench.cfg.rss_high)):
@@ -208,71 +195,57 @@ def _memory(bench: Bench, server: servers.Server, call: Call, sent: measure.Coun
         log(f"  worker RSS after {sent.value} calls: {bench.results['rss'][key]['rss_mb']} MB")
 
 
-def _profile(
-    res: Resources, rpc: Any, rabbit: str, url: str, data: workloads.Data, calls: int, workdir: Path
-) -> dict[str, Any]:
-    out = workdir / "profile.json"
-    process, client = servers.start_profiled_worker(res, rpc, rabbit, url, "cpu", out)
-    call = workloads.dbworker_calls(client, data)["volume_get"]
-    for i in range(calls):
-        call(0, i)
-    process.stop(timeout=60)
-    return profiling.summarize(profiling.load(out))
-
-
-def _mariadb(bench: Bench, res: Resources, rpc: Any, rabbit: str) -> None:
-    log("MariaDB: direct SQLAlchemy and dbworker (1 worker) volume_get")
-    url = res.database("mysql")
-    data = workloads.Data(url)
-    res.callback(data.dispose)
-    data.fill(bench.cfg.rows_small)
-    bench.results["meta"]["facts"]["MariaDB"] = facts.machine({"MariaDB": url})["MariaDB"]
-    direct = workloads.direct_calls(data)
-    bench.both("mariadb-direct", {"volume_get": direct["volume_get"]})
-    server, client = servers.start_daemon(res, rpc, rabbit, url, 1, "dbworker-mariadb")
-    bench.results["startup"]["dbworker-1 (MariaDB)"] = round(server.first_answer_s, 2)
-    ops = workloads.dbworker_calls(client, data)
-    bench.both("mariadb-dbw-1", {op: ops[op] for op in ("volume_get", "volume_create")})
-    server.process.stop()
-
-
 def _interrupted(signo: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signo}")
 
 
+def busy(args: Any, load1: float) -> str | None:
+    """Why a full run must not start now (None: it may)."""
+    if args.quick or args.check or load1 <= args.max_load:
+        return None
+    return (
+        f"the 1-minute load average is {load1:.2f}, above {args.max_load} ({os.cpu_count()} cores): "
+        "another job is using the machine and would skew every ratio. Wait for a quiet machine, "
+        "or pass --force (the report then says it ran on a busy machine)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls: under 3 minutes in all on 2 cores")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--json", type=Path, help="raw results (default: results.json beside --out)")
-    parser.add_argument("--label", help="a note printed at the top of the report, e.g. 'loaded machine'")
-    parser.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB section")
-    sizes = parser.add_argument_group("sizes (override the full or --quick defaults)")
-    sizes.add_argument("--latency-calls", type=int, help="sequential calls per latency row")
-    sizes.add_argument("--seconds", type=float, help="seconds per throughput row")
-    sizes.add_argument("--rss-calls", help="LOW,HIGH: calls before the two RSS readings")
-    sizes.add_argument("--rows", type=int, help="rows in volumes for the large-table reading")
-    sizes.add_argument("--profile-calls", type=int, help="volume_get calls made to the profiled worker")
-    parser.add_argument("--from-json", type=Path, help="only re-render --out from these raw results")
-    args = parser.parse_args(argv)
+    args = config.parser(__doc__.split("\n\n")[0]).parse_args(argv)
     if args.from_json:
         args.out.write_text(report.markdown(json.loads(args.from_json.read_text())))
         log(f"wrote {args.out} from {args.from_json}")
         return 0
+    load = os.getloadavg()
+    why = busy(args, load[0])
+    if why and not args.force:
+        print(f"bench.run: refusing a full run: {why}", file=sys.stderr)
+        return 3
     signal.signal(signal.SIGTERM, _interrupted)  # unwind: stop the servers, drop the databases
-    args.json = args.json or args.out.with_name("results.json")
-    for path in (args.out, args.json):  # now, not after a 30-minute run
-        path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = settings(args)
     workdir = Path(tempfile.mkdtemp(prefix="dbworker-bench-"))
+    if args.check:
+        log(f"dbworker benchmark: reply check only; server logs in {workdir} (kept on failure)")
+        log(f"check passed: {check_only(workdir)}")
+        shutil.rmtree(workdir)
+        return 0
+    args.json = args.json or args.out.with_name("results.json")
+    for path in (args.out, args.json):  # now, not after a 35-minute run
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = config.settings(args)
     log(
         f"dbworker benchmark ({'quick' if cfg.quick else 'full'}); server logs in {workdir} (kept on failure)"
     )
-    results = run(cfg, workdir)
+    if why:
+        log(f"WARNING --force: {why}")
+    if not cfg.quick and cfg.repeats < 3:
+        log(f"WARNING: {cfg.repeats} repeat(s) per throughput row; the targets are judged on 3 or more")
+    results = run(cfg, workdir, load)
     shutil.rmtree(workdir)
+    if why:
+        results["meta"]["forced"] = why
     if args.label:
         results["meta"]["label"], results["meta"]["loaded"] = args.label, True
-    results["targets"] = report.targets(results)
+    results["targets"] = targets.targets(results)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     args.out.write_text(report.markdown(results))
     for t in results["targets"]:

@@ -1,5 +1,5 @@
-"""The servers a run starts: the dbworker daemon, the bare echo server, a Celery worker, and a
-profiled worker process. Each is a :class:`bench.services.Process` stopped by its pid (group).
+"""The servers a run starts: the dbworker daemon, the bare echo server, the bare oslo.messaging peer
+and a Celery worker. Each is a :class:`bench.services.Process` stopped by its pid (group).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from bench.services import Process, Resources, python, unique, wait_until
 from dbworker import client as dbclient
 
-THREADS = 16  # dbworker's default executor_thread_pool_size; the echo and Celery servers use it too
+THREADS = 16  # dbworker's default executor_thread_pool_size; the echo server and the peers use it too
 
 
 @dataclass
@@ -90,26 +90,24 @@ def _milestones(process: Process) -> dict[str, float]:
     return found
 
 
-def start_profiled_worker(
-    res: Resources, rpc_transport: Any, transport_url: str, database_url: str, clock: str, out: Path
-) -> tuple[Process, dbclient.Client]:
-    """Start one worker process (the daemon's WorkerService) under yappi; SIGTERM writes ``out``."""
-    config = daemon_config(res, "profiled-worker", transport_url, database_url, 1)
-    argv = python(
-        "-m", "bench.profile_worker", "--config-file", str(config), "--clock", clock, "--out", str(out)
-    )
-    process = res.spawn("profiled-worker", argv)
-    probe = dbclient.Client(rpc_transport, topic=topic_of(config), timeout=0.5, retry=1)
-    wait_until("profiled worker health", lambda: probe.health(), process, timeout=60)
-    return process, dbclient.Client(rpc_transport, topic=topic_of(config), timeout=30)
-
-
 def start_echo(res: Resources, transport_url: str, ping: Callable[[str], Any]) -> Server:
     """Start the bare oslo.messaging echo server; ``ping(topic)`` makes one call to it."""
     topic = unique("bench-echo")
     res.broker_queues(transport_url, [topic, f"{topic}.bench-echo"])
     process = res.spawn("echo", python("-m", "bench.echo_server", transport_url, topic, str(THREADS)))
     first = wait_until("echo", lambda: ping(topic), process, timeout=60)
+    return Server(process, topic, first)
+
+
+def start_oslo_peer(
+    res: Resources, transport_url: str, database_url: str, ping: Callable[[str], Any]
+) -> Server:
+    """Start the bare oslo.messaging server reading the database (:mod:`bench.oslo_peer`)."""
+    topic = unique("bench-oslo-peer")
+    res.broker_queues(transport_url, [topic, f"{topic}.bench-oslo-peer"])
+    argv = python("-m", "bench.oslo_peer", transport_url, topic, str(THREADS), database_url)
+    process = res.spawn("oslo-peer", argv)
+    first = wait_until("oslo peer", lambda: ping(topic), process, timeout=60)
     return Server(process, topic, first)
 
 

@@ -17,8 +17,9 @@ from typing import Any
 import oslo_messaging
 import sqlalchemy as sa
 from oslo_config import cfg
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session
 
+from bench import peer_sql
 from bench.measure import Call
 from dbworker import client as dbclient
 from dbworker import migration
@@ -40,6 +41,7 @@ class Data:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url, max_pool_size=18)
+        self.engines = [self.engine]  # disposed with the data
         migration.upgrade(self.engine)
         with Session(self.engine) as tx, tx.begin():
             volume_type = VolumeType(name="bench-type", created_at=utcnow(), deleted=False)
@@ -104,7 +106,8 @@ class Data:
         return self.read_ids[index % len(self.read_ids)]
 
     def dispose(self) -> None:
-        self.engine.dispose()
+        for engine in self.engines:
+            engine.dispose()
 
 
 def create_values(type_id: int) -> dict[str, Any]:
@@ -159,53 +162,51 @@ def echo_call(rpc_transport: oslo_messaging.Transport, topic: str, data: Data, t
 
 
 def direct_calls(data: Data) -> dict[str, Call]:
-    """The same read and insert in plain SQLAlchemy ORM, one transaction each, no broker."""
-    columns = [c.key for c in Volume.__table__.columns]
-    loads = [  # as dbworker's volume handlers load them
-        selectinload(Volume.volume_metadata),
-        joinedload(Volume.volume_type).selectinload(VolumeType.extra_specs),
-    ]
+    """The no-broker floor: the peers' Core statements (:mod:`bench.peer_sql`) on a plain pooled
+    engine in this process, one transaction per call. ``volume_get`` returns dbworker's reply;
+    ``volume_create`` inserts the volume and its metadata item and re-reads it, as dbworker's does."""
+    engine = peer_sql.make_engine(data.url)
+    data.engines.append(engine)
+    values = create_values(data.type_id)
 
     def read(t: int, i: int) -> dict[str, Any]:
-        query = sa.select(Volume).where(
-            Volume.id == data.read_id(t * 7919 + i), Volume.deleted == False, Volume.project_id == "p-bench"
-        )
-        with Session(data.engine) as tx, tx.begin():
-            volume = tx.scalars(query.options(*loads)).one()
-            out = {key: getattr(volume, key) for key in columns}
-            out["metadata"] = {m.key: m.value for m in volume.volume_metadata}
-            out["extra_specs"] = {s.key: s.value for s in volume.volume_type.extra_specs}
-            return out
+        with engine.begin() as conn:
+            return peer_sql.volume_get(conn, data.read_id(t * 7919 + i), READER["project_id"])
 
-    def insert(t: int, i: int) -> str:
-        volume_id = str(uuid.uuid4())
-        with Session(data.engine) as tx, tx.begin():
-            tx.add(
-                Volume(
-                    id=volume_id,
-                    user_id="u-bench",
-                    project_id="p-create",
-                    size=1,
-                    status="creating",
-                    display_name="bench",
-                    volume_type_id=data.type_id,
-                    deleted=False,
-                )
-            )
-            tx.flush()
-            tx.add(VolumeMetadata(volume_id=volume_id, key="purpose", value="bench", deleted=False))
-        return volume_id
+    def insert(t: int, i: int) -> dict[str, Any]:
+        with engine.begin() as conn:
+            return peer_sql.volume_create(conn, values, CREATOR["project_id"], CREATOR["user_id"])
 
     return {"volume_get": read, "volume_create": insert}
 
 
-def celery_call(broker_url: str, queue: str, database_url: str, data: Data) -> tuple[Call, Callable[[], Any]]:
-    """Return ``(volume_get call, ping)`` through the Celery app of :mod:`bench.celery_app`."""
+def oslo_peer_calls(rpc_transport: oslo_messaging.Transport, topic: str, data: Data) -> dict[str, Call]:
+    """Calls to the bare oslo.messaging peer (:mod:`bench.oslo_peer`): the same read, one row."""
+    target = oslo_messaging.Target(topic=topic, version="1.0")
+    rpc = oslo_messaging.get_rpc_client(rpc_transport, target, timeout=30)
+    return {
+        op: (lambda t, i, op=op: rpc.call(READER, op, volume_id=data.read_id(t * 7919 + i)))
+        for op in ("volume_get", "volume_row")
+    }
+
+
+def celery_calls(broker_url: str, queue: str, database_url: str, data: Data) -> dict[str, Call]:
+    """Calls to the Celery peer (:mod:`bench.celery_app`): the same read and the one-row read."""
     os.environ.update(BENCH_BROKER_URL=broker_url, BENCH_CELERY_QUEUE=queue, BENCH_DATABASE_URL=database_url)
     from bench import celery_app
 
-    def call(t: int, i: int) -> object:
-        result = celery_app.volume_get.apply_async((READER, data.read_id(t * 7919 + i)), queue=queue)
-        return result.get(timeout=30)
+    def task(name: str) -> Call:
+        def call(t: int, i: int) -> object:
+            result = getattr(celery_app, name).apply_async((READER, data.read_id(t * 7919 + i)), queue=queue)
+            return result.get(timeout=30)
 
-    return call, lambda: celery_app.ping.apply_async(queue=queue).get(timeout=0.5)
+        return call
+
+    return {"volume_get": task("volume_get"), "volume_row": task("volume_row")}
+
+
+def celery_ping(queue: str) -> Callable[[], Any]:
+    """One round trip to the Celery worker (its first answer marks its start-up)."""
+    from bench import celery_app
+
+    return lambda: celery_app.ping.apply_async(queue=queue).get(timeout=0.5)

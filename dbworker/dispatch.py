@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
-from sqlalchemy import insert, text
+from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
@@ -32,7 +32,7 @@ from dbworker.models import RpcCall, utcnow
 from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry
 from dbworker.serialize import View, to_primitive
-from dbworker.session import WRITE_TRANSACTION, is_deadlock, is_disconnect
+from dbworker.session import is_deadlock, is_disconnect, transaction_options
 from dbworker.settings import DEFAULT_SETTINGS, Settings
 from dbworker.wire import Primitive
 
@@ -59,8 +59,8 @@ class Dispatcher:
     Parameters:
         registry: the handlers, by RPC method name.
         sessions: the sessionmaker each call opens its transaction with.
-        settings: the configured values handlers read (``settings.settings_of(tx)``) and the
-            name templates of replies.
+        settings: the configured values handlers declare a ``settings`` parameter for, and the
+            name templates of replies (default: Folsom's, :data:`DEFAULT_SETTINGS`).
         max_deadlock_retries: re-runs after a deadlock or a lost connection.
         host: reported by ``health``.
     """
@@ -77,7 +77,13 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.sessions = sessions
-        self.settings = settings or DEFAULT_SETTINGS
+        self.settings = settings = settings or DEFAULT_SETTINGS
+        self._engine: Engine = sessions.kw["bind"]
+        self._dialect = self._engine.dialect.name
+        self._view = View(
+            volume_name_template=settings.volume_name_template,
+            snapshot_name_template=settings.snapshot_name_template,
+        )
         self.max_deadlock_retries = max_deadlock_retries
         self.retry_interval = retry_interval
         self.host = host
@@ -159,11 +165,9 @@ class Dispatcher:
             and bound.get(handler.project_arg) != ctx.project_id
         ):
             raise exception.NotAuthorized()
-        view = View(
-            is_admin=ctx.is_admin,
-            volume_name_template=self.settings.volume_name_template,
-            snapshot_name_template=self.settings.snapshot_name_template,
-        )
+        if handler.needs_settings:
+            bound["settings"] = self.settings
+        view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
                 return self._run_once(handler, ctx, bound, view, delivery_id)
@@ -191,19 +195,10 @@ class Dispatcher:
     ) -> Primitive:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
-        tx = self.sessions()
+        committing = False
+        tx = self._begin(handler)
         try:
-            tx.info["settings"] = self.settings
-            committing = False
             try:
-                tx.begin()
-                dialect = tx.get_bind().dialect.name
-                if not handler.writes and dialect == "postgresql":
-                    # One snapshot for the whole call: a reply read by several statements (a
-                    # volume, then its metadata) must not mix two commits, as READ COMMITTED can.
-                    tx.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-                elif handler.writes and dialect == "sqlite":
-                    tx.connection(execution_options=WRITE_TRANSACTION)  # the write lock first
                 if delivery_id is not None:
                     _record_delivery(tx, handler, delivery_id)
                 try:
@@ -212,13 +207,14 @@ class Dispatcher:
                     if not err.commit_first:
                         raise
                     deferred = err
-                tx.flush()
+                if isinstance(tx, Session):
+                    tx.flush()
                 committing = True
                 tx.commit()
             except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
                 failed = err
         finally:
-            _close(tx, handler, ctx)
+            _close(tx, handler)
         if failed is not None:
             # Translated (and logged) outside the except block: oslo.log appends the active
             # exception's first line to ERROR records, and a driver's message carries row values.
@@ -226,6 +222,29 @@ class Dispatcher:
         if deferred is not None:
             raise deferred
         return reply
+
+    def _begin(self, handler: Handler) -> Session | Connection:
+        """Open the call's transaction: on a Core connection for a ``core`` handler, else in an ORM
+        session; with the dialect's set-up (:func:`dbworker.session.transaction_options`).
+
+        Raises what connecting raises (the caller translates it like any database error).
+        """
+        options = transaction_options(self._dialect, writes=handler.writes)
+        if handler.core:
+            conn = self._engine.connect()
+            try:
+                if options:
+                    conn.execution_options(**options)
+                conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+        tx = self.sessions()
+        tx.begin()
+        if options:
+            tx.connection(execution_options=options)
+        return tx
 
     def _translate(
         self, err: Exception, handler: Handler, ctx: RequestContext, *, committing: bool
@@ -261,8 +280,8 @@ class Dispatcher:
             self.counters[key] += 1
 
 
-def _close(tx: Session, handler: Handler, ctx: RequestContext) -> None:
-    """Close the call's session without letting a failure replace the call's outcome.
+def _close(tx: Session | Connection, handler: Handler) -> None:
+    """Close the call's session or connection without letting a failure replace its outcome.
 
     Closing rolls back a transaction the call left open (it raised); on a lost connection that
     rollback fails, but the database has already rolled the transaction back, and SQLAlchemy
@@ -275,7 +294,7 @@ def _close(tx: Session, handler: Handler, ctx: RequestContext) -> None:
         LOG.warning("%s: closing the session failed: %s", handler.name, type(err).__name__)
 
 
-def _record_delivery(tx: Session, handler: Handler, delivery_id: str) -> None:
+def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: str) -> None:
     """Insert the call's ``rpc_calls`` row; raise Redelivered if a committed call holds the key.
 
     A delivery of the same message still running holds the key uncommitted: on PostgreSQL and

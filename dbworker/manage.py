@@ -7,9 +7,11 @@ hour). ``call FUNCTION '{json kwargs}'`` sends one call to a running worker
 (``[DEFAULT] transport_url``, ``[dbworker] topic``) and prints its JSON reply.
 
 Each command category adds its parsers through one function in :data:`CATEGORIES`; a command is
-``fn(conf) -> exit status``. Expected failures (bad config, an unreachable database or broker, a
-schema that cannot be upgraded, an error reply) print one line on stderr and exit 1; bad arguments
-exit 2. Credentials in URLs are masked in every message.
+``fn(conf) -> exit status`` and prints its output with :func:`_out`. Expected failures (bad config,
+an unreachable database or broker, a schema that cannot be upgraded, an error reply) print one line
+on stderr and exit 1; bad arguments exit 2. Output into a pipe whose reader has gone (``... | head``)
+ends the command quietly with status 141 (:data:`STDOUT_CLOSED`). Credentials in URLs are masked in
+every message.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ _backend.init_backend(_backend.BackendType.THREADING)  # before anything imports
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -61,6 +65,28 @@ class UsageError(CommandError):
     status = 2
 
 
+#: Exit status when stdout is a pipe that its reader closed before the output was written
+#: (``dbworker-manage call ... | head -c 10``): 128 + SIGPIPE, the status a shell reports for a
+#: writer killed by SIGPIPE (``cat``, ``yes``), so ``set -o pipefail`` treats dbworker-manage like
+#: any other tool. Nothing is printed on stderr: the reader chose to stop reading.
+STDOUT_CLOSED = 128 + signal.SIGPIPE
+
+
+class StdoutClosed(Exception):
+    """stdout's reader has gone: the rest of the output cannot be written."""
+
+
+def _out(text: str) -> None:
+    """Print one line of a command's output; raise ``StdoutClosed`` if the reader has gone.
+
+    Flushed at once, so a closed pipe shows here rather than when the interpreter exits.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 # --- db -----------------------------------------------------------------------------------------
 def db_sync(config: cfg.ConfigOpts) -> int:
     """Create or upgrade the schema to the newest revision."""
@@ -69,22 +95,22 @@ def db_sync(config: cfg.ConfigOpts) -> int:
     migration.upgrade(engine)
     after = migration.current(engine)
     if before == after:
-        print(f"Database schema is at revision {after} (head); nothing to do.")
+        _out(f"Database schema is at revision {after} (head); nothing to do.")
     else:
-        print(f"Database schema upgraded from {before or 'none'} to {after}.")
+        _out(f"Database schema upgraded from {before or 'none'} to {after}.")
     return 0
 
 
 def db_version(config: cfg.ConfigOpts) -> int:
     """Print the schema's revision, or ``none`` when the database has no schema yet."""
-    print(migration.current(_engine(config)) or "none")
+    _out(migration.current(_engine(config)) or "none")
     return 0
 
 
 def db_stamp(config: cfg.ConfigOpts) -> int:
     """Record a revision without running migrations."""
     migration.stamp(_engine(config), config.command.revision)
-    print(f"Database schema stamped at revision {config.command.revision}.")
+    _out(f"Database schema stamped at revision {config.command.revision}.")
     return 0
 
 
@@ -98,7 +124,7 @@ def db_purge(config: cfg.ConfigOpts) -> int:
     if not migration.is_current(engine):
         raise CommandError("the database schema is not at the newest revision; run `dbworker-manage db sync`")
     for table, count in purge(engine, timedelta(days=age)).items():
-        print(f"{table}: {count}")
+        _out(f"{table}: {count}")
     return 0
 
 
@@ -164,7 +190,7 @@ def call(config: cfg.ConfigOpts) -> int:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         print(json.dumps(err.kwargs, sort_keys=True), file=sys.stderr)
         return 1
-    print(json.dumps(wire.encode(reply), indent=2, sort_keys=True))
+    _out(json.dumps(wire.encode(reply), indent=2, sort_keys=True))
     return 0
 
 
@@ -312,7 +338,7 @@ def _engine(config: cfg.ConfigOpts) -> Engine:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; return its exit status (0 ok, 1 failed, 2 bad usage)."""
+    """Run one command; return its exit status (0 ok, 1 failed, 2 bad usage, 141 stdout closed)."""
     config = cfg.CONF
     conf.register_opts(config)
     config.register_cli_opt(COMMAND_OPT)
@@ -324,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             version=__version__,
         )
         return config.command.fn(config)
+    except StdoutClosed:
+        _discard_stdout()
+        return STDOUT_CLOSED
     except CommandError as err:
         return _fail(str(err), err.status)
     except (migration.SchemaError, alembic.util.CommandError, cfg.Error) as err:
@@ -334,6 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{err}: install the database driver for [database] connection")
     finally:
         config.reset()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer would fail again when the interpreter
+    flushes it at exit, and print "Exception ignored ... BrokenPipeError" on stderr."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _first_line(err: BaseException) -> str:

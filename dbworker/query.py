@@ -7,11 +7,12 @@ Validation happens here, before anything reaches the database, so the same bad i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Boolean, DateTime, Integer, Select, String, select, update
+from sqlalchemy import Boolean, Connection, DateTime, Integer, Select, String, Table, select, update
 from sqlalchemy.orm import Session
 
 from dbworker import exception, models
@@ -73,10 +74,27 @@ def apply_values(
     creating: bool = False,
     relations: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Validate ``values`` against ``row``'s columns and set them; return the relation keys.
+    """Validate ``values`` against ``row``'s columns (:func:`checked_values`) and set them on the
+    ORM row; return the relation keys."""
+    columns, related = checked_values(tx, ctx, row.__table__, values, creating=creating, relations=relations)
+    for key, value in columns.items():
+        setattr(row, key, value)
+    return related
 
-    Keys in ``relations`` (such as ``metadata``) are not set but returned for the handler to write.
-    With ``creating``, every NOT NULL column without a default must end up set. Foreign keys must
+
+def checked_values(
+    tx: Session | Connection,
+    ctx: RequestContext,
+    table: Table,
+    values: Mapping[str, Any],
+    *,
+    creating: bool = False,
+    relations: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate ``values`` against ``table``'s columns; return them checked (datetimes parsed) and,
+    apart, the keys in ``relations`` (such as ``metadata``) for the handler to write.
+
+    With ``creating``, every NOT NULL column without a default must be set. Foreign keys must
     name existing rows. A reference is a read: to a user context, a row of another project does
     not exist, so a foreign key or a :data:`PROJECT_REFERENCES` column must name a row of its
     own project, checked before anything is written.
@@ -90,22 +108,29 @@ def apply_values(
     """
     if not isinstance(values, Mapping):
         raise exception.InvalidInput(reason="values must be a dict")
-    columns = {attr.key: attr.columns[0] for attr in row.__mapper__.column_attrs}
+    columns = table.c
     relations = frozenset(relations)
+    checked: dict[str, Any] = {}
     related: dict[str, Any] = {}
     for key, value in values.items():
         if key in relations:
             related[key] = value
             continue
-        column = columns.get(key)
+        column = columns.get(key) if isinstance(key, str) else None
         if column is None:
             raise exception.InvalidInput(reason=f"values: unknown key {key!r}")
-        setattr(row, key, column_value(column, key, value))
+        checked[key] = column_value(column, key, value)
     if creating:
-        _check_required(row, columns)
-    with tx.no_autoflush:  # a flush now would send a bad reference before it is checked
-        _check_references(tx, ctx, row, columns, values)
-    return related
+        _check_required(table, checked)
+    # With a session, a flush now would send a bad reference before it is checked.
+    with tx.no_autoflush if isinstance(tx, Session) else contextlib.nullcontext():
+        _check_references(tx, ctx, table, checked)
+    return checked, related
+
+
+def connection_of(tx: Session | Connection) -> Connection:
+    """Return the connection of a call's transaction (a session's, or the Core one itself)."""
+    return tx.connection() if isinstance(tx, Session) else tx
 
 
 def column_value(column: Any, key: str, value: Any) -> Any:
@@ -206,12 +231,12 @@ def metadata_items(metadata: Any, *, what: str = "metadata") -> list[tuple[str, 
     return [metadata_value(k, v, what=what) for k, v in sorted(metadata.items())]
 
 
-def _check_required(row: models.Base, columns: Mapping[str, Any]) -> None:
-    for key, column in columns.items():
+def _check_required(table: Table, checked: Mapping[str, Any]) -> None:
+    for column in table.c:
         if column.nullable or column.default is not None or column.primary_key:
             continue
-        if getattr(row, key) is None:
-            raise exception.InvalidInput(reason=f"{key} is required")
+        if checked.get(column.key) is None:
+            raise exception.InvalidInput(reason=f"{column.key} is required")
 
 
 #: Columns that name a row of project data without a foreign key (Folsom's schema has none
@@ -223,15 +248,13 @@ PROJECT_REFERENCES: dict[tuple[str, str], tuple[type[models.Base], Callable[[Any
 
 
 def _check_references(
-    tx: Session, ctx: RequestContext, row: models.Base, columns: Mapping[str, Any], values: Mapping[str, Any]
+    tx: Session | Connection, ctx: RequestContext, table: Table, checked: Mapping[str, Any]
 ) -> None:
-    for key, column in columns.items():
-        if key not in values:
-            continue
-        value = getattr(row, key)
+    for key, value in checked.items():
         if value is None:
             continue
-        soft = PROJECT_REFERENCES.get((column.table.name, key))
+        column = table.c[key]
+        soft = PROJECT_REFERENCES.get((table.name, key))
         if soft is not None:
             model, not_found = soft
             if ctx.is_user and not _visible(tx, ctx, model, value):
@@ -250,7 +273,7 @@ def _check_references(
             )
 
 
-def _visible(tx: Session, ctx: RequestContext, model: type[models.Base], key: Any) -> bool:
+def _visible(tx: Session | Connection, ctx: RequestContext, model: type[models.Base], key: Any) -> bool:
     """Whether the row of ``model`` with primary key ``key`` is of ``ctx``'s project (a user
     context), deleted or not: Folsom let any id through; isolation needs only the project."""
     (pk,) = model.__table__.primary_key.columns

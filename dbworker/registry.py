@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dbworker import exception
+from sqlalchemy import Connection
+
+from dbworker import exception, settings
 
 _MARK = "__dbworker_handler__"
 _RESERVED = frozenset({"target", "health"})
@@ -46,7 +48,12 @@ class Arg:
 
 @dataclass(frozen=True)
 class Handler:
-    """A registered RPC handler and what the dispatcher must know to run it."""
+    """A registered RPC handler and what the dispatcher must know to run it.
+
+    ``core`` handlers annotate ``tx`` as a SQLAlchemy ``Connection`` (Core statements, no ORM
+    session); the others get a ``Session``. ``needs_settings`` handlers declare a keyword-only
+    ``settings: Settings`` parameter, which the dispatcher passes (not a wire argument).
+    """
 
     name: str
     fn: Callable[..., Any]
@@ -55,6 +62,8 @@ class Handler:
     retry_on_deadlock: bool
     project_arg: str | None
     args: tuple[Arg, ...]
+    core: bool = False
+    needs_settings: bool = False
 
     def bind(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``kwargs`` against the wire arguments and return them with defaults filled in.
@@ -156,8 +165,16 @@ def _describe(fn: Callable[..., Any]) -> Handler:
     params = list(inspect.signature(fn).parameters.values())
     if [p.name for p in params[:2]] != ["tx", "ctx"]:
         raise ValueError(f"handler {fn.__name__} must take (tx, ctx, ...)")
-    args = tuple(Arg(p.name, hints.get(p.name, Any), p.default) for p in params[2:])
-    return Handler(name=fn.__name__, fn=fn, args=args, **getattr(fn, _MARK))
+    wire = [p for p in params[2:] if hints.get(p.name) is not settings.Settings]
+    args = tuple(Arg(p.name, hints.get(p.name, Any), p.default) for p in wire)
+    return Handler(
+        name=fn.__name__,
+        fn=fn,
+        args=args,
+        core=hints.get("tx") is Connection,
+        needs_settings=len(wire) < len(params) - 2,
+        **getattr(fn, _MARK),
+    )
 
 
 def conforms(value: Any, annotation: Any) -> bool:

@@ -18,14 +18,14 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase
 
 from dbworker import models
+from dbworker.records import Record
 from dbworker.wire import Primitive, format_time
 
 
 @dataclass(frozen=True)
 class View:
-    """What shapes a reply besides the rows: the caller's admin flag and the name templates."""
+    """What shapes a reply besides the rows: the name templates (``[dbworker]`` settings)."""
 
-    is_admin: bool = False
     volume_name_template: str = "volume-%s"
     snapshot_name_template: str = "snapshot-%s"
 
@@ -37,6 +37,8 @@ def to_primitive(obj: Any, view: View) -> Primitive:
         TypeError: ``obj`` holds a value with no JSON form.
     """
     if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if type(obj) is Record:  # built from typed columns: JSON data already
         return obj
     if isinstance(obj, DeclarativeBase):
         return record(obj, view)
@@ -73,18 +75,6 @@ def _metadata_dict(rows: list[Any]) -> dict[str, Primitive]:
     return {row.key: row.value for row in rows}
 
 
-def _volume_extras(volume: models.Volume, view: View) -> dict[str, Primitive]:
-    extras: dict[str, Primitive] = {
-        "name": view.volume_name_template % volume.id,
-        "metadata": _metadata_dict(volume.volume_metadata),
-        "volume_metadata": [record(row, view) for row in volume.volume_metadata],
-        "volume_type": None if volume.volume_type is None else record(volume.volume_type, view),
-    }
-    if view.is_admin:
-        extras["admin_metadata"] = _metadata_dict(volume.volume_admin_metadata)
-    return extras
-
-
 def _snapshot_extras(snapshot: models.Snapshot, view: View) -> dict[str, Primitive]:
     return {
         "name": view.snapshot_name_template % snapshot.id,
@@ -97,7 +87,6 @@ def _volume_type_extras(volume_type: models.VolumeType, view: View) -> dict[str,
 
 
 _EXTRAS: dict[type, Callable[[Any, View], dict[str, Primitive]]] = {
-    models.Volume: _volume_extras,
     models.Snapshot: _snapshot_extras,
     models.VolumeType: _volume_type_extras,
 }

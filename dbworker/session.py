@@ -93,6 +93,24 @@ def _sqlite_begin(conn: Any) -> None:
         conn.info["in_transaction"] = True
 
 
+#: A read call's isolation on PostgreSQL: one snapshot for the whole call, so a reply read by
+#: several statements (a volume, then its metadata) never mixes two commits, as READ COMMITTED can.
+_READ_SNAPSHOT = {"isolation_level": "REPEATABLE READ"}
+
+
+def transaction_options(dialect: str, *, writes: bool) -> dict[str, Any] | None:
+    """Return the execution options a call's connection needs before its transaction begins.
+
+    PostgreSQL reads run in REPEATABLE READ (one snapshot). SQLite writes begin with the write
+    lock (:data:`WRITE_TRANSACTION`). Everything else keeps the database's default.
+    """
+    if dialect == "postgresql" and not writes:
+        return _READ_SNAPSHOT
+    if dialect == "sqlite" and writes:
+        return WRITE_TRANSACTION
+    return None
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Return the sessionmaker the dispatcher opens one transaction per call with."""
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)

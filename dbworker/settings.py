@@ -1,10 +1,9 @@
-"""The configured values handlers need, as plain data carried by each call's transaction."""
+"""The configured values handlers need, as plain data: a handler declares a keyword-only
+``settings: Settings`` parameter and the dispatcher passes it (it is not a wire argument)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,3 @@ DEFAULT_SETTINGS = Settings(
     until_refresh=0,
     max_age=0,
 )
-
-
-def settings_of(tx: Session) -> Settings:
-    """Return the settings of the call ``tx`` belongs to.
-
-    Raises:
-        KeyError: ``tx`` is not a dispatcher's transaction (no silent default).
-    """
-    return tx.info["settings"]

@@ -37,7 +37,7 @@ def format_time(value: datetime) -> str:
     """Return ``value`` as a wire string; an aware datetime is converted to UTC first."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime(TIME_FORMAT)
+    return value.isoformat(timespec="microseconds")  # TIME_FORMAT, four-digit year, and faster
 
 
 def parse_time(value: Any, name: str) -> datetime | None:

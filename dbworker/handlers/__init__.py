@@ -13,6 +13,7 @@ from dbworker.handlers import (
     services,
     sm_backends,
     snapshots,
+    volume_metadata,
     volume_types,
     volumes,
 )
@@ -21,6 +22,7 @@ from dbworker.registry import Registry
 MODULES = (
     services,
     volumes,
+    volume_metadata,
     snapshots,
     volume_types,
     iscsi_targets,

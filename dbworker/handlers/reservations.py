@@ -24,7 +24,7 @@ from dbworker.context import RequestContext
 from dbworker.models import QuotaUsage, Reservation, Volume, utcnow
 from dbworker.query import apply_values, check_datetime, check_int, check_string, model_query, soft_delete
 from dbworker.registry import Auth, handler
-from dbworker.settings import settings_of
+from dbworker.settings import Settings
 
 LOG = logging.getLogger(__name__)
 
@@ -319,6 +319,8 @@ def quota_reserve(
     until_refresh: int | None = None,
     max_age: int | None = None,
     project_id: str | None = None,
+    *,
+    settings: Settings,
 ) -> list[str]:
     """Reserve ``deltas`` against ``quotas`` for the project and return the reservation uuids in
     the order of ``deltas``.
@@ -332,7 +334,6 @@ def quota_reserve(
     project_id = project_id if project_id is not None else ctx.project_id
     if project_id is None:
         raise exception.InvalidInput(reason="project_id is required for a context with no project")
-    settings = settings_of(tx)
     _checked_quotas(quotas, deltas, _names(resources))
     expire_at = _expire_at(expire, settings.reservation_expire)
     until_refresh = settings.until_refresh if until_refresh is None else until_refresh

@@ -12,7 +12,7 @@ from dbworker.context import RequestContext
 from dbworker.models import Service, Volume
 from dbworker.query import apply_values, model_query, soft_delete
 from dbworker.registry import Auth, handler
-from dbworker.settings import settings_of
+from dbworker.settings import Settings
 
 
 @handler(auth=Auth.ADMIN)
@@ -62,7 +62,9 @@ def service_get_all_by_host(tx: Session, ctx: RequestContext, host: str) -> list
 
 
 @handler(auth=Auth.ADMIN)
-def service_get_all_volume_sorted(tx: Session, ctx: RequestContext) -> list[tuple[Service, int]]:
+def service_get_all_volume_sorted(
+    tx: Session, ctx: RequestContext, *, settings: Settings
+) -> list[tuple[Service, int]]:
     """Return ``[[service, gigabytes], ...]`` for the enabled live volume services, fewest
     gigabytes of live volumes first; services without volumes count 0 and come first on every
     database (contract §9.12); ties go by service id."""
@@ -77,7 +79,7 @@ def service_get_all_volume_sorted(tx: Session, ctx: RequestContext) -> list[tupl
         model_query(ctx, Service, read_deleted="no")
         .add_columns(total)
         .outerjoin(gigabytes, Service.host == gigabytes.c.host)
-        .where(Service.topic == settings_of(tx).volume_topic, Service.disabled == False)
+        .where(Service.topic == settings.volume_topic, Service.disabled == False)
         .order_by(total, Service.id)
     )
     return [(service, int(size)) for service, size in tx.execute(query)]
@@ -94,11 +96,13 @@ def service_get_by_args(tx: Session, ctx: RequestContext, host: str, binary: str
 
 
 @handler(auth=Auth.ADMIN, writes=True)
-def service_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> Service:
+def service_create(
+    tx: Session, ctx: RequestContext, values: dict[str, Any], *, settings: Settings
+) -> Service:
     """Create a service from ``values``; disabled is forced on unless new services are enabled."""
     service = Service()
     apply_values(tx, ctx, service, values, creating=True)
-    if not settings_of(tx).enable_new_services:
+    if not settings.enable_new_services:
         service.disabled = True
     tx.add(service)
     tx.flush()

@@ -6,7 +6,9 @@ writes a config file naming the broker and the topic and runs the command as an 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -54,16 +56,17 @@ def topic(rabbit_url, private_database_url, rpc_conf):
     delete_queues(rabbit_url, [topic, f"{topic}.{HOST}"])
 
 
-def manage(tmp_path, url: str, topic: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``dbworker-manage --config-file <tmp> call *args``."""
+def manage_command(tmp_path, url: str, topic: str, *args: str) -> list[str]:
+    """Return the command line of ``dbworker-manage --config-file <tmp> call *args``."""
     config = tmp_path / f"dbworker-{uuid.uuid4().hex[:6]}.conf"
     config.write_text(f"[DEFAULT]\ntransport_url = {url}\n[dbworker]\ntopic = {topic}\n")
-    return subprocess.run(
-        [sys.executable, "-m", "dbworker.manage", "--config-file", str(config), "call", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return [sys.executable, "-m", "dbworker.manage", "--config-file", str(config), "call", *args]
+
+
+def manage(tmp_path, url: str, topic: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``dbworker-manage --config-file <tmp> call *args``."""
+    command = manage_command(tmp_path, url, topic, *args)
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 def test_call_prints_the_reply_as_sorted_json_with_wire_datetimes(tmp_path, rabbit_url, topic):
@@ -160,3 +163,56 @@ def test_an_unreachable_broker_fails_within_the_timeout_without_printing_its_pas
         "is unreachable\n"
     )
     assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+#: Bytes a pipe holds in the broken-pipe test (the smallest Linux allows: a page), so that a reply
+#: of a few kilobytes is sure to outgrow it and meet the closed read end.
+PIPE_SIZE = 4096
+
+
+@pytest.fixture(scope="module")
+def replies(tmp_path_factory, rabbit_url, topic, rpc_conf) -> dict[str, tuple[list[str], str]]:
+    """Two ``call`` command lines and their output: ``long``, a reply that outgrows the pipe, and
+    ``short``, one that fits in it (and in stdout's buffer)."""
+    transport = client.get_transport(rpc_conf, url=rabbit_url)
+    try:
+        api = client.Client(transport, topic=topic, timeout=30)
+        ids = [
+            api.service_create({"is_admin": True}, {"host": f"pipe-{n}-{'x' * 200}"})["id"] for n in range(20)
+        ]
+    finally:
+        transport.cleanup()
+    tmp_path = tmp_path_factory.mktemp("manage-pipe")
+    calls = {"long": ("service_get_all", "{}"), "short": ("service_get", json.dumps({"service_id": ids[0]}))}
+    replies = {}
+    for size, args in calls.items():
+        command = manage_command(tmp_path, rabbit_url, topic, *args, *ADMIN)
+        full = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert (full.returncode, full.stderr) == (0, "")
+        replies[size] = command, full.stdout
+    assert len(replies["long"][1]) > 2 * PIPE_SIZE  # more than the pipe holds: a write meets the closed end
+    assert len(replies["short"][1]) < PIPE_SIZE  # held until flushed
+    return replies
+
+
+@pytest.mark.parametrize(
+    ("reader", "size"),
+    [("head -c 10", "long"), ("closed before the reply", "long"), ("closed before the reply", "short")],
+)
+def test_call_into_a_pipe_whose_reader_closes_early_exits_141_with_nothing_on_stderr(replies, reader, size):
+    command, output = replies[size]
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    head = None
+    if reader == "head -c 10":  # reads 10 bytes and exits while the reply is being written
+        head = subprocess.Popen(["head", "-c", "10"], stdin=read_end, stdout=subprocess.PIPE)
+    os.close(read_end)  # now only head (or nobody) reads the pipe
+    # stdout block-buffered, as for an operator (PYTHONUNBUFFERED would write each print through)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    call = subprocess.Popen(command, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env)
+    os.close(write_end)
+    _, stderr = call.communicate(timeout=60)
+    if head is not None:
+        assert head.communicate(timeout=10)[0] == output[:10].encode()
+    assert stderr == ""
+    assert call.returncode == 141  # 128 + SIGPIPE, as a shell reports a writer killed by SIGPIPE

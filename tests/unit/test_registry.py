@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from dbworker import catalogue, models, wire
 from dbworker.handlers import MODULES, build_registry
+from dbworker.records import Record
 from dbworker.registry import Registry, handler
 
 REGISTRY = build_registry()
@@ -91,6 +92,8 @@ def test_every_seed_function_is_called_by_the_contract_cases():
 #: Which handler module serves a function, by name prefix (longest first) ...
 FAMILY_PREFIXES = [
     ("volume_type_", "volume_types"),
+    ("volume_metadata_", "volume_metadata"),
+    ("volume_admin_metadata_", "volume_metadata"),
     ("volume_", "volumes"),
     ("snapshot_", "snapshots"),
     ("iscsi_target_", "iscsi_targets"),
@@ -187,7 +190,8 @@ def test_handlers_never_import_the_machinery_around_them(module):
         ("dbworker.conf", set()),
         ("dbworker.context", {"dbworker.exception"}),
         ("dbworker.wire", {"dbworker.exception"}),
-        ("dbworker.registry", {"dbworker.exception"}),
+        ("dbworker.registry", {"dbworker.exception", "dbworker.settings"}),
+        ("dbworker.settings", set()),
     ],
 )
 def test_the_leaf_modules_import_nothing_above_them(module, allowed):
@@ -212,7 +216,7 @@ def test_the_wire_datetime_fields_are_exactly_the_datetime_columns():
 def _shape_of(annotation) -> wire.Reply:
     """The reply shape a handler's return annotation promises (its rows become records)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    row = lambda t: isinstance(t, type) and issubclass(t, models.Base)  # noqa: E731
+    row = lambda t: isinstance(t, type) and issubclass(t, models.Base | Record)  # noqa: E731
     if row(annotation) or (origin in (typing.Union, types.UnionType) and any(map(row, args))):
         return wire.Reply.RECORD
     if origin is list and row(args[0]):
