@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import typing
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +29,7 @@ from dbworker import __version__, exception
 from dbworker.context import RequestContext
 from dbworker.models import RpcCall, utcnow
 from dbworker.query import check_int, check_string
-from dbworker.registry import Auth, Handler, Registry
+from dbworker.registry import Auth, Handler, Registry, accepted_types
 from dbworker.serialize import View, to_primitive
 from dbworker.session import is_deadlock, is_disconnect, transaction_options
 from dbworker.settings import DEFAULT_SETTINGS, Settings
@@ -320,12 +319,15 @@ def _check_storable(handler: Handler, bound: Mapping[str, Any]) -> None:
     surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are checked
     by the handlers, key by key."""
     for arg in handler.args:
-        value, name = bound[arg.name], f"argument {arg.name!r}"
-        if isinstance(value, int) and int in (typing.get_args(arg.annotation) or (arg.annotation,)):
-            check_int(name, value)
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(item, str):
-                check_string(name, item, None)
+        value = bound[arg.name]
+        if isinstance(value, str):
+            check_string(f"argument {arg.name!r}", value, None)
+        elif isinstance(value, int) and int in (accepted_types(arg.annotation) or ()):
+            check_int(f"argument {arg.name!r}", value)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, str):
+                    check_string(f"argument {arg.name!r}", item, None)
 
 
 def _db_code(err: Exception) -> str:

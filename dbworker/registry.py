@@ -8,6 +8,7 @@ mapping at start-up and reads each handler's wire arguments from its signature a
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import types
 import typing
@@ -179,22 +180,28 @@ def _describe(fn: Callable[..., Any]) -> Handler:
 
 def conforms(value: Any, annotation: Any) -> bool:
     """Return whether a JSON value fits a handler's type hint (``bool`` is not an ``int``)."""
-    if annotation is Any or annotation is object:
+    accepted = accepted_types(annotation)
+    if accepted is None:
         return True
+    if isinstance(value, bool) and bool not in accepted:
+        return False
+    return isinstance(value, accepted)
+
+
+@functools.cache
+def accepted_types(annotation: Any) -> tuple[type, ...] | None:
+    """Return the types a JSON value of this hint may have (``None``: any value): a float
+    accepts an int, a list a tuple (worked out once per hint, not per call)."""
+    if annotation is Any or annotation is object:
+        return None
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        return any(conforms(value, a) for a in typing.get_args(annotation))
+        parts = [accepted_types(a) for a in typing.get_args(annotation)]
+        return None if None in parts else tuple(t for part in parts if part for t in part)
     if annotation is None or annotation is type(None):
-        return value is None
-    if origin is not None:
-        annotation = origin
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is list:
-        return isinstance(value, list | tuple)
-    return isinstance(value, annotation)
+        return (type(None),)
+    base = origin or annotation
+    return {float: (int, float), list: (list, tuple)}.get(base, (base,))
 
 
 def type_name(annotation: Any) -> str:
