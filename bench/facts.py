@@ -19,6 +19,8 @@ PACKAGES = (
     "SQLAlchemy",
     "kombu",
     "amqp",
+    "psycopg",
+    "psycopg-binary",
     "psycopg2-binary",
     "PyMySQL",
     "celery",

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 URLS = {
     "rabbitmq": ("DBWORKER_BENCH_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/"),
-    "postgresql": ("DBWORKER_BENCH_POSTGRESQL_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
+    "postgresql": ("DBWORKER_BENCH_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mysql": ("DBWORKER_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 

@@ -31,7 +31,7 @@ from dbworker.models import RpcCall, utcnow
 from dbworker.query import check_int, check_string
 from dbworker.registry import Auth, Handler, Registry, accepted_types
 from dbworker.serialize import View, to_primitive
-from dbworker.session import is_deadlock, is_disconnect, transaction_options
+from dbworker.session import is_deadlock, is_disconnect, raise_driver_error, transaction_options
 from dbworker.settings import DEFAULT_SETTINGS, Settings
 from dbworker.wire import Primitive
 
@@ -79,6 +79,7 @@ class Dispatcher:
         self.settings = settings = settings or DEFAULT_SETTINGS
         self._engine: Engine = sessions.kw["bind"]
         self._dialect = self._engine.dialect.name
+        self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._view = View(
             volume_name_template=settings.volume_name_template,
             snapshot_name_template=settings.snapshot_name_template,
@@ -195,9 +196,10 @@ class Dispatcher:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
         committing = False
-        tx = self._begin(handler)
+        tx: Session | Connection | None = None
         try:
             try:
+                tx = self._begin(handler)
                 if delivery_id is not None:
                     _record_delivery(tx, handler, delivery_id)
                 try:
@@ -212,8 +214,11 @@ class Dispatcher:
                 tx.commit()
             except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
                 failed = err
+            except self._driver_error as err:  # raised past SQLAlchemy: a connection setting
+                failed = self._wrap_driver_error(err, tx)
         finally:
-            _close(tx, handler)
+            if tx is not None:
+                _close(tx, handler)
         if failed is not None:
             # Translated (and logged) outside the except block: oslo.log appends the active
             # exception's first line to ERROR records, and a driver's message carries row values.
@@ -222,19 +227,37 @@ class Dispatcher:
             raise deferred
         return reply
 
+    def _wrap_driver_error(self, err: Exception, tx: Session | Connection | None) -> Exception:
+        """Return a driver error raised past SQLAlchemy wrapped as SQLAlchemy would wrap it."""
+        conn = tx if isinstance(tx, Connection) and not tx.closed else None
+        if conn is None:
+            return sqlalchemy.exc.DBAPIError.instance(
+                None, None, err, self._driver_error, hide_parameters=True, dialect=self._engine.dialect
+            )
+        try:
+            raise_driver_error(conn, err)
+        except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as wrapped:
+            return wrapped
+
     def _begin(self, handler: Handler) -> Session | Connection:
         """Open the call's transaction: on a Core connection for a ``core`` handler, else in an ORM
-        session; with the dialect's set-up (:func:`dbworker.session.transaction_options`).
+        session; with the dialect's set-up (:func:`dbworker.session.transaction_options`). A
+        ``single_statement`` read begins none: its one statement is its own snapshot (in
+        autocommit on PostgreSQL; elsewhere the driver's implicit transaction ends when the
+        connection goes back to the pool).
 
         Raises what connecting raises (the caller translates it like any database error).
         """
-        options = transaction_options(self._dialect, writes=handler.writes)
+        options = transaction_options(
+            self._dialect, writes=handler.writes, single_statement=handler.single_statement
+        )
         if handler.core:
             conn = self._engine.connect()
             try:
                 if options:
                     conn.execution_options(**options)
-                conn.begin()
+                if not handler.single_statement:
+                    conn.begin()
             except BaseException:
                 conn.close()
                 raise
@@ -333,7 +356,7 @@ def _check_storable(handler: Handler, bound: Mapping[str, Any]) -> None:
 def _db_code(err: Exception) -> str:
     """Return the driver's error code (never the statement or its parameters)."""
     orig = getattr(getattr(err, "inner_exception", err), "orig", None)
-    code = getattr(orig, "pgcode", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)  # psycopg2, psycopg 3
     if code is None and orig is not None and getattr(orig, "args", None):
         code = orig.args[0] if isinstance(orig.args[0], int) else None
     return f"code {code}" if code is not None else "no code"

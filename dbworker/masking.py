@@ -13,10 +13,20 @@ from oslo_utils import strutils
 _URL_CREDENTIALS = re.compile(r"(?<![\w+.-])(?P<scheme>[\w+.-]+://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
 
+#: The keys oslo's ``mask_password`` looks for (lower case). It lower-cases the message once per key,
+#: for every message; most messages hold none of them, and then its patterns cannot match.
+_SECRET_KEYS = tuple(getattr(strutils, "_SANITIZE_KEYS", ()))
+
+
 def mask(message: str) -> str:
     """Return ``message`` with URL passwords (``scheme://user:***@``) and oslo's known secret
     patterns (``password=...``) masked."""
-    return strutils.mask_password(_URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", message))
+    if "://" in message:
+        message = _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", message)
+    lowered = message.lower()
+    if _SECRET_KEYS and not any(key in lowered for key in _SECRET_KEYS):
+        return message
+    return strutils.mask_password(message)
 
 
 class MaskingFilter(logging.Filter):

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import DateTime, Table
+from sqlalchemy import CompoundSelect, Connection, DateTime, Select, Table
+from sqlalchemy.engine import Dialect
 
+from dbworker.session import raise_driver_error
 from dbworker.wire import format_time
 
 
@@ -42,3 +44,77 @@ class Mapper:
             if value is not None:
                 record[key] = format_time(value)
         return record
+
+
+class PreparedRead:
+    """A read statement built once, run on the call's own driver cursor.
+
+    For each database dialect the statement is compiled once, with the bind and result processors
+    of its columns' types. :meth:`rows` then runs it straight on the driver (psycopg 3 prepares it
+    on the server after a few runs) and converts the values as SQLAlchemy would, but without
+    SQLAlchemy's per-execution result set-up, which rebuilds the cursor description: for a wide
+    reply row on psycopg 3 that is most of a read's client CPU (measured in instructions per call).
+    Only reads use it: they need no ORM, no unit of work, no events.
+    """
+
+    def __init__(self, statement: Select[Any] | CompoundSelect) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """Return every row of the statement run with ``params`` on ``conn``'s transaction.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the driver's error, wrapped as SQLAlchemy wraps it (an
+                oslo.db ``DBError``; on a lost connection the pool is invalidated).
+        """
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.parameters(params))
+            rows = cursor.fetchall()
+        except dialect.loaded_dbapi.Error as err:
+            raise_driver_error(conn, err)
+        finally:
+            cursor.close()
+        processors = compiled.results
+        if not processors:
+            return rows
+        return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = _Compiled(self.statement, dialect)
+        self._compiled[dialect.name] = compiled
+        return compiled
+
+
+class _Compiled:
+    """A :class:`PreparedRead` statement for one dialect: its SQL, parameter order and the bind
+    and result processors of its types (``None`` where a value needs none)."""
+
+    def __init__(self, statement: Select[Any] | CompoundSelect, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if any(bind.expanding for bind in compiled.binds.values()):
+            raise ValueError("a PreparedRead binds no expanding IN parameter")
+        self.sql = compiled.string
+        self._positions = compiled.positiontup if dialect.positional else None
+        self._binds = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in ((b.key, b) for b in compiled.binds.values())
+        }
+        results = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.selected_columns
+        ]
+        self.results = results if any(results) else None
+
+    def parameters(self, params: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        values = {}
+        for name, process in self._binds.items():
+            value = params[name]
+            values[name] = process(value) if process is not None and value is not None else value
+        if self._positions is None:
+            return values
+        return tuple(values[name] for name in self._positions)

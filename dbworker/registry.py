@@ -52,8 +52,11 @@ class Handler:
     """A registered RPC handler and what the dispatcher must know to run it.
 
     ``core`` handlers annotate ``tx`` as a SQLAlchemy ``Connection`` (Core statements, no ORM
-    session); the others get a ``Session``. ``needs_settings`` handlers declare a keyword-only
-    ``settings: Settings`` parameter, which the dispatcher passes (not a wire argument).
+    session); the others get a ``Session``. A ``single_statement`` handler reads with exactly one
+    statement, which sees one snapshot by itself: it runs without a transaction (autocommit), one
+    round trip (a test holds every such handler to one statement). ``needs_settings`` handlers
+    declare a keyword-only ``settings: Settings`` parameter, which the dispatcher passes (it is
+    not a wire argument).
     """
 
     name: str
@@ -65,6 +68,7 @@ class Handler:
     args: tuple[Arg, ...]
     core: bool = False
     needs_settings: bool = False
+    single_statement: bool = False
 
     def bind(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``kwargs`` against the wire arguments and return them with defaults filled in.
@@ -102,12 +106,16 @@ def handler(
     writes: bool = False,
     retry_on_deadlock: bool = False,
     project_arg: str | None = None,
+    single_statement: bool = False,
 ) -> Any:
     """Mark ``fn(tx, ctx, **wire_args)`` as the handler of the RPC method named like it.
 
     ``auth`` is checked by the dispatcher before anything runs; so is ``project_arg``, the name of
     an argument that a user context may only set to its own project (Folsom's ``[P]``).
     """
+
+    if single_statement and writes:
+        raise ValueError("a write handler runs in a transaction: it cannot be single_statement")
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
         setattr(
@@ -118,6 +126,7 @@ def handler(
                 "writes": writes,
                 "retry_on_deadlock": retry_on_deadlock,
                 "project_arg": project_arg,
+                "single_statement": single_statement,
             },
         )
         return f

@@ -44,7 +44,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from dbworker import __version__, inflate, masking, rpc
+from dbworker import __version__, inflate, logcontext, masking, rpc
 from dbworker import conf as dbworker_conf
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
@@ -88,6 +88,7 @@ def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
     quiet = ["alembic=WARN", "oslo_db.sqlalchemy.exc_filters=ERROR"]
     oslo_log.set_defaults(default_log_levels=[*oslo_log.get_default_log_levels(), *quiet])
     oslo_log.setup(conf, "dbworker", version=__version__)
+    logcontext.install_formatter()
     masking.install()
     conf.set_default("rabbit_qos_prefetch_count", 1, group="oslo_messaging_rabbit")
 

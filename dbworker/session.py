@@ -6,13 +6,13 @@ says which database errors are worth re-running a call for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
 from oslo_db.sqlalchemy import engines
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -96,19 +96,40 @@ def _sqlite_begin(conn: Any) -> None:
 #: A read call's isolation on PostgreSQL: one snapshot for the whole call, so a reply read by
 #: several statements (a volume, then its metadata) never mixes two commits, as READ COMMITTED can.
 _READ_SNAPSHOT = {"isolation_level": "REPEATABLE READ"}
+#: A read call of one statement: that statement is its own snapshot; no BEGIN, no COMMIT.
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
-def transaction_options(dialect: str, *, writes: bool) -> dict[str, Any] | None:
+def transaction_options(
+    dialect: str, *, writes: bool, single_statement: bool = False
+) -> dict[str, Any] | None:
     """Return the execution options a call's connection needs before its transaction begins.
 
-    PostgreSQL reads run in REPEATABLE READ (one snapshot). SQLite writes begin with the write
-    lock (:data:`WRITE_TRANSACTION`). Everything else keeps the database's default.
+    On PostgreSQL a ``single_statement`` read runs in autocommit (no BEGIN, no COMMIT: one round
+    trip; the drivers switch it on the client) and other reads in REPEATABLE READ (one snapshot).
+    MySQL/MariaDB keep their default (a read is one statement and a COMMIT; switching autocommit
+    would cost two more round trips there). SQLite writes begin with the write lock
+    (:data:`WRITE_TRANSACTION`).
     """
     if dialect == "postgresql" and not writes:
-        return _READ_SNAPSHOT
+        return _AUTOCOMMIT if single_statement else _READ_SNAPSHOT
     if dialect == "sqlite" and writes:
         return WRITE_TRANSACTION
     return None
+
+
+def raise_driver_error(conn: Connection, err: Exception) -> NoReturn:
+    """Raise a driver error that happened past SQLAlchemy's statement execution (a
+    :class:`dbworker.records.PreparedRead`, a connection setting) exactly as SQLAlchemy raises
+    one: wrapped, through oslo.db's filters (``DBConnectionError``...), and on a lost connection
+    with the connection and the pool's older connections invalidated, so a re-run connects anew.
+
+    Uses SQLAlchemy's ``Connection._handle_dbapi_exception`` (private; the lost-connection tests
+    in ``tests/reliability/test_single_statement.py`` fail if it changes). The statement and its
+    parameters are not passed: they never reach a caller or a log.
+    """
+    conn._handle_dbapi_exception(err, None, None, None, None)
+    raise AssertionError("unreachable: SQLAlchemy re-raises the driver error")  # pragma: no cover
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

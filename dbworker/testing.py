@@ -50,3 +50,32 @@ def delete_queues(transport_url: str, names: list[str]) -> None:
         channel = connection.channel()
         for name in names:
             channel.queue_delete(name)
+
+
+def kill_database_sessions(database_url: str, admin_url: str) -> int:
+    """End every session on the database of ``database_url`` (PostgreSQL or MariaDB/MySQL), as an
+    administrator connected through ``admin_url``: the connections a pool holds turn dead.
+
+    Returns how many sessions were ended. Raises what the server raises.
+    """
+    url = make_url(database_url)
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if url.get_backend_name() == "postgresql":
+                query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"
+                return len(
+                    conn.execute(sa.text(query + " AND pid <> pg_backend_pid()"), {"db": url.database}).all()
+                )
+            query = "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"
+            killed = 0
+            for thread_id in conn.execute(sa.text(query), {"db": url.database}).scalars().all():
+                try:
+                    conn.execute(sa.text(f"KILL {int(thread_id)}"))
+                    killed += 1
+                except sa.exc.DBAPIError as err:  # the session ended by itself meanwhile
+                    if "Unknown thread id" not in str(err):
+                        raise
+            return killed
+    finally:
+        engine.dispose()

@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
-from testenv import DATABASES, service_url  # noqa: E402
+from testenv import DB_FIXTURE_DATABASES, database_url, service_url  # noqa: E402
 
 from dbworker import migration, models  # noqa: E402
 from dbworker.context import RequestContext, admin_context  # noqa: E402
@@ -60,7 +60,7 @@ def private_database_url(tmp_path_factory: pytest.TempPathFactory):
         if kind == "sqlite":
             path = tmp_path_factory.mktemp("sqlite") / f"{uuid.uuid4().hex[:8]}.sqlite"
             return f"sqlite:///{path}"
-        url, drop = create_database(service_url(kind), f"dbw_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+        url, drop = create_database(database_url(kind), f"dbw_{os.getpid()}_{uuid.uuid4().hex[:8]}")
         drops.append(drop)
         return url
 
@@ -69,13 +69,13 @@ def private_database_url(tmp_path_factory: pytest.TempPathFactory):
         drop()
 
 
-@pytest.fixture(scope="session", params=DATABASES)
+@pytest.fixture(scope="session", params=DB_FIXTURE_DATABASES)
 def database(request: pytest.FixtureRequest, private_database_url) -> Iterator[Database]:
     """A database of each kind with the full schema, shared by the session's tests."""
     url = private_database_url(request.param)
     engine = make_engine(url, max_pool_size=20, max_overflow=5, sqlite_synchronous=False)
     migration.upgrade(engine)  # the schema as `dbworker-manage db sync` builds it
-    yield Database(request.param, url, engine)
+    yield Database(engine.dialect.name, url, engine)
     engine.dispose()
 
 
@@ -113,15 +113,15 @@ def rpc_servers(rpc_conf):
     cleanups = []
 
     def for_database(database: Database):
-        if database.kind not in running:
+        if database.url not in running:
             topic = f"dbworker-test-{uuid.uuid4().hex[:8]}"
             transport = client_mod.get_transport(rpc_conf, url="kombu+memory:////")
             dispatcher = Dispatcher(build_registry(), make_sessionmaker(database.engine))
             server = rpc.build_server(transport, dispatcher, topic=topic, host="test", pool_size=8)
             server.start()
-            running[database.kind] = client_mod.Client(transport, topic=topic, timeout=30)
+            running[database.url] = client_mod.Client(transport, topic=topic, timeout=30)
             cleanups.append((server, transport))
-        return running[database.kind]
+        return running[database.url]
 
     yield for_database
     for server, transport in cleanups:
@@ -143,7 +143,7 @@ def daemon_api(rpc_conf, tmp_path_factory: pytest.TempPathFactory):
     transports = []
 
     def for_database(database: Database):
-        if database.kind not in running:
+        if database.url not in running:
             url = service_url("rabbitmq")
             worker = Daemon(tmp_path_factory.mktemp("daemon"), url, database.url, dbworker__workers=1)
             worker.command = [str(Path(sys.executable).with_name("dbworker"))]
@@ -156,8 +156,8 @@ def daemon_api(rpc_conf, tmp_path_factory: pytest.TempPathFactory):
             target = oslo_messaging.Target(topic=worker.topic, version="1.0")
             client = oslo_messaging.get_rpc_client(transport, target, timeout=30)
             worker.wait_for_log("consuming topic")
-            running[database.kind] = (worker, PlainOsloAPI(client))
-        return running[database.kind][1]
+            running[database.url] = (worker, PlainOsloAPI(client))
+        return running[database.url][1]
 
     yield for_database
     for worker, _ in running.values():

@@ -12,10 +12,7 @@ import pytest
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 SERVICES = {
-    "postgresql": (
-        "DBWORKER_TEST_POSTGRESQL_URL",
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-    ),
+    "postgresql": ("DBWORKER_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mysql": ("DBWORKER_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
     "rabbitmq": ("DBWORKER_TEST_TRANSPORT_URL", "rabbit://guest:guest@127.0.0.1:5672/"),
 }
@@ -25,6 +22,27 @@ DATABASES = [
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
     pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
 ]
+#: The ``db`` fixture's databases: the three above, and PostgreSQL once more through psycopg2
+#: (the contract's first driver; psycopg 3, the default, prepares statements on the server).
+DB_FIXTURE_DATABASES = [
+    *DATABASES,
+    pytest.param("postgresql+psycopg2", id="postgresql-psycopg2", marks=pytest.mark.postgresql),
+]
+
+
+def database_url(kind: str) -> str:
+    """Return the URL of the local database ``kind`` (``postgresql``, ``mysql``, or a dialect with
+    another driver, ``postgresql+psycopg2``), or skip (fail with CI=true) if it is off or down."""
+    dialect, _, driver = kind.partition("+")
+    url = service_url(dialect)
+    if not driver:
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}").render_as_string(
+        hide_password=False
+    )
 
 
 def service_url(kind: str) -> str:

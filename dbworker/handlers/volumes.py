@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    LABEL_STYLE_NONE,
+    CompoundSelect,
     Connection,
     Select,
     String,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    type_coerce,
     union_all,
     update,
 )
@@ -55,7 +57,7 @@ from dbworker.query import (
     model_query,
     soft_delete,
 )
-from dbworker.records import Mapper, Record
+from dbworker.records import Mapper, PreparedRead, Record
 from dbworker.registry import Auth, handler
 from dbworker.settings import Settings
 
@@ -65,12 +67,18 @@ _METADATA = VolumeMetadata.__table__
 _ADMIN_METADATA = VolumeAdminMetadata.__table__
 _SPECS = VolumeTypeExtraSpecs.__table__
 
-# --- the volume reply: statements built once, rows mapped straight to records ------------------
-_VOLUME = Mapper(_VOLUMES)
-_TYPE = Mapper(_TYPES, offset=len(_VOLUMES.c))
-_TYPE_ID = _TYPE.start  # the joined type's id: NULL when the volume has no live type
-_WITH_TYPE = select(*_VOLUMES.c, *_TYPES.c).select_from(
-    _VOLUMES.outerjoin(_TYPES, and_(_TYPES.c.id == _VOLUMES.c.volume_type_id, _TYPES.c.deleted == false()))
+# --- the volume reply: one statement built once, rows mapped straight to records -----------------
+#: The reply's rows, all from one ``UNION ALL`` (one statement: one snapshot, one round trip), laid
+#: out as ``kind``, the volume's columns, its live type's columns, then a child's columns (those of
+#: ``volume_metadata``). ``kind`` is ``v`` (a volume and its type), ``m`` (a live metadata record),
+#: ``e`` (a live extra spec of a volume's type: key, value, owner = the type id as a string) or ``a``
+#: (live admin metadata: key, value, owner; admin contexts only).
+_VOLUME = Mapper(_VOLUMES, offset=1)
+_TYPE = Mapper(_TYPES, offset=_VOLUME.stop)
+_CHILD = Mapper(_METADATA, offset=_TYPE.stop)
+_TYPE_ID = _TYPE.start + _TYPE.keys.index("id")  # NULL when the volume has no live type
+_CHILD_KEY, _CHILD_VALUE, _CHILD_OWNER = (
+    _CHILD.start + _CHILD.keys.index(name) for name in ("key", "value", "volume_id")
 )
 _DELETED = {"no": _VOLUMES.c.deleted == false(), "only": _VOLUMES.c.deleted == true()}
 #: The conditions a volume query may combine, each with its bound parameters.
@@ -85,60 +93,84 @@ _WHERE = {
     "caller_project": _VOLUMES.c.project_id == bindparam("caller_project_id"),
 }
 
-#: The children of the volumes: ``kind`` m (metadata), e (extra specs of the volume's type, owner
-#: = the type id as a string) or a (admin metadata); metadata rows keep every column (they are
-#: records in the reply), the others only their key and value.
-_METADATA_ROW = Mapper(_METADATA, offset=1)
-_KEY, _VALUE, _OWNER = (
-    _METADATA_ROW.start + _METADATA_ROW.keys.index(name) for name in ("key", "value", "volume_id")
-)
+
+_NULL = literal_column("NULL")
 
 
-def _pairs(kind: str, table: Any, owner: Any, where: Any) -> Select[Any]:
-    """A ``kind`` branch of the children union: key, value and owner where metadata has them."""
-    columns = {"id": table.c.id, "key": table.c.key, "value": table.c.value, "volume_id": owner}
-    return select(
-        literal_column(f"'{kind}'").label("kind"), *(columns.get(c.key, null()) for c in _METADATA.c)
-    ).where(where, table.c.deleted == false())
+def _nulls(table: Any) -> list[Any]:
+    """NULLs standing for ``table``'s columns in a branch that has none (unnamed, see
+    :func:`_unlabelled`)."""
+    return [_NULL] * len(table.c)
+
+
+def _child(kind: str, table: Any, owner: Any, where: Any) -> Select[Any]:
+    """A ``kind`` branch of children: its key, value, id and owner where metadata has them."""
+    own = {"id": table.c.id, "key": table.c.key, "value": table.c.value, "volume_id": owner}
+    child = [own.get(column.key, _NULL) for column in _METADATA.c]
+    return _unlabelled(select(literal_column(f"'{kind}'"), *_nulls(_VOLUMES), *_nulls(_TYPES), *child)).where(
+        where, table.c.deleted == false()
+    )
+
+
+def _unlabelled(branch: Select[Any]) -> Select[Any]:
+    """A union branch after the first: its columns need no names (the first branch names them),
+    and the statement stays short enough for psycopg to cache its parsing (4 KiB)."""
+    return branch.set_label_style(LABEL_STYLE_NONE)
 
 
 @functools.cache
-def _children(many: bool, admin: bool) -> Select[Any]:
-    """The union of the children of one volume (``volume_id``, ``volume_type_id``) or of many
-    (``volume_ids``, ``volume_type_ids``), ordered by kind, owner and id."""
-    if many:
-        of_volumes = bindparam("volume_ids", expanding=True)
-        of_types = bindparam("volume_type_ids", expanding=True)
-        volume_in, type_in = (lambda c: c.in_(of_volumes)), (lambda c: c.in_(of_types))
-    else:
-        volume_in = lambda c: c == bindparam("volume_id")  # noqa: E731
-        type_in = lambda c: c == bindparam("volume_type_id")  # noqa: E731
+def _volume_read(read_deleted: str, caller_only: bool, where: tuple[str, ...], admin: bool) -> PreparedRead:
+    """:func:`_volume_select`, built and compiled once per variant."""
+    return PreparedRead(_volume_select(read_deleted, caller_only, where, admin))
+
+
+def _volume_select(
+    read_deleted: str, caller_only: bool, where: tuple[str, ...], admin: bool
+) -> CompoundSelect:
+    """The reply rows (see above) of the volumes filtered by ``read_deleted``, by the caller's
+    project for a user context (``caller_only``) and by the :data:`_WHERE` conditions named in
+    ``where``: ordered by kind, volume id, owner, child id."""
+    conditions = [_WHERE[name] for name in where]
+    if caller_only:
+        conditions.append(_WHERE["caller_project"])
+    if read_deleted in _DELETED:
+        conditions.append(_DELETED[read_deleted])
+    volumes = _VOLUMES.outerjoin(
+        _TYPES, and_(_TYPES.c.id == _VOLUMES.c.volume_type_id, _TYPES.c.deleted == false())
+    )
     branches = [
-        select(literal_column("'m'").label("kind"), *_METADATA.c).where(
-            volume_in(_METADATA.c.volume_id), _METADATA.c.deleted == false()
+        select(  # typed: the first branch's column types convert every row's values
+            literal_column("'v'").label("kind"),
+            *_VOLUMES.c,
+            *(column.label(f"type_{column.key}") for column in _TYPES.c),
+            *(type_coerce(null(), column.type).label(f"child_{column.key}") for column in _METADATA.c),
+        )
+        .select_from(volumes)
+        .where(*conditions),
+        _unlabelled(select(literal_column("'m'"), *_nulls(_VOLUMES), *_nulls(_TYPES), *_METADATA.c)).where(
+            _METADATA.c.volume_id.in_(select(_VOLUMES.c.id).where(*conditions)),
+            _METADATA.c.deleted == false(),
         ),
-        _pairs("e", _SPECS, cast(_SPECS.c.volume_type_id, String(36)), type_in(_SPECS.c.volume_type_id)),
+        _child(
+            "e",
+            _SPECS,
+            cast(_SPECS.c.volume_type_id, String(36)),
+            _SPECS.c.volume_type_id.in_(select(_VOLUMES.c.volume_type_id).where(*conditions)),
+        ),
     ]
     if admin:
-        _admin = _ADMIN_METADATA
-        branches.append(_pairs("a", _admin, _admin.c.volume_id, volume_in(_admin.c.volume_id)))
-    union = union_all(*branches).subquery()
-    kind, owner, row_id = union.c[0], union.c[_OWNER], union.c[1 + _METADATA_ROW.keys.index("id")]
-    return select(union).order_by(kind, owner, row_id)
-
-
-@functools.cache
-def _volume_select(
-    read_deleted: str, caller_only: bool, where: tuple[str, ...], ids_only: bool = False
-) -> Select[Any]:
-    """Volumes joined to their type (``ids_only``: their ids alone), filtered by ``read_deleted``,
-    by the caller's project for a user context (``caller_only``) and by the :data:`_WHERE`
-    conditions named in ``where``; by id."""
-    query = select(_VOLUMES.c.id) if ids_only else _WITH_TYPE
-    if read_deleted in _DELETED:
-        query = query.where(_DELETED[read_deleted])
-    conditions = [*where, "caller_project"] if caller_only else where
-    return query.where(*(_WHERE[name] for name in conditions)).order_by(_VOLUMES.c.id)
+        owner = _ADMIN_METADATA.c.volume_id
+        branches.append(
+            _child("a", _ADMIN_METADATA, owner, owner.in_(select(_VOLUMES.c.id).where(*conditions)))
+        )
+    # By position (1-based): a union's ORDER BY names resolve differently on each database.
+    order = (
+        0,
+        _VOLUME.start + _VOLUME.keys.index("id"),
+        _CHILD_OWNER,
+        _CHILD.start + _CHILD.keys.index("id"),
+    )
+    return union_all(*branches).order_by(*(literal_column(str(index + 1)) for index in order))
 
 
 def volume_records(
@@ -152,55 +184,37 @@ def volume_records(
     """Return the volumes ``ctx`` may see that match the :data:`_WHERE` conditions named in
     ``where`` (with their ``params``), by id, as reply records (contract §4): every column,
     ``name``, the live ``metadata`` as a dict and as ``volume_metadata`` records, the live
-    ``volume_type`` (with its ``extra_specs``) or null, and for an admin ``admin_metadata``."""
-    query = _volume_select(read_deleted or ctx.read_deleted, ctx.is_user, where)
+    ``volume_type`` (with its ``extra_specs``) or null, and for an admin ``admin_metadata``.
+    One statement, so one snapshot of the database."""
+    query = _volume_read(read_deleted or ctx.read_deleted, ctx.is_user, where, ctx.is_admin)
     if ctx.is_user:
         params["caller_project_id"] = ctx.project_id
-    rows = conn.execute(query, params).all()
-    if not rows:
-        return []
-    metadata, specs, admin = _children_of(conn, rows, admin=ctx.is_admin)
+    metadata: dict[str, list[Record]] = {}
+    pairs: dict[str, dict[str, dict[str, str]]] = {"e": {}, "a": {}}
     records = []
-    for row in rows:
-        volume = _VOLUME(row)
+    for row in query.rows(conn, params):
+        kind = row[0]
+        if kind == "v":
+            volume = _VOLUME(row)
+            if row[_TYPE_ID] is not None:
+                volume["volume_type"] = _TYPE(row)
+            records.append(volume)
+        elif kind == "m":
+            metadata.setdefault(row[_CHILD_OWNER], []).append(_CHILD(row))
+        else:
+            pairs[kind].setdefault(row[_CHILD_OWNER], {})[row[_CHILD_KEY]] = row[_CHILD_VALUE]
+    for volume in records:
         volume_id = volume["id"]
         rows_of_volume = metadata.get(volume_id, [])
         volume["name"] = settings.volume_name_template % volume_id
         volume["metadata"] = {m["key"]: m["value"] for m in rows_of_volume}
         volume["volume_metadata"] = rows_of_volume
-        if row[_TYPE_ID] is None:
-            volume["volume_type"] = None
-        else:
-            volume_type = volume["volume_type"] = _TYPE(row)
-            volume_type["extra_specs"] = dict(specs.get(str(volume_type["id"]), {}))
+        volume_type = volume.setdefault("volume_type", None)
+        if volume_type is not None:
+            volume_type["extra_specs"] = dict(pairs["e"].get(str(volume_type["id"]), {}))
         if ctx.is_admin:
-            volume["admin_metadata"] = admin.get(volume_id, {})
-        records.append(volume)
+            volume["admin_metadata"] = pairs["a"].get(volume_id, {})
     return records
-
-
-def _children_of(
-    conn: Connection, rows: Sequence[Any], *, admin: bool
-) -> tuple[dict[str, list[Record]], dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-    """Return the volumes' metadata records, their types' extra specs and (``admin``) their admin
-    metadata, by owner, in one statement."""
-    volume_ids = [row[0] for row in rows]
-    type_ids = sorted({row[_TYPE_ID] for row in rows if row[_TYPE_ID] is not None})
-    if len(rows) == 1:
-        params: dict[str, Any] = {
-            "volume_id": volume_ids[0],
-            "volume_type_id": type_ids[0] if type_ids else None,
-        }
-    else:
-        params = {"volume_ids": volume_ids, "volume_type_ids": type_ids}
-    metadata: dict[str, list[Record]] = {}
-    pairs: dict[str, dict[str, dict[str, str]]] = {"e": {}, "a": {}}
-    for row in conn.execute(_children(len(rows) > 1, admin), params):
-        if row[0] == "m":
-            metadata.setdefault(row[_OWNER], []).append(_METADATA_ROW(row))
-        else:
-            pairs[row[0]].setdefault(row[_OWNER], {})[row[_KEY]] = row[_VALUE]
-    return metadata, pairs["e"], pairs["a"]
 
 
 def _one(records: list[Record], volume_id: str) -> Record:
@@ -215,33 +229,40 @@ def volume_reply(tx: Connection | Session, ctx: RequestContext, settings: Settin
     return _one(found, volume_id)
 
 
+@functools.cache
+def _visible_select(read_deleted: str, caller_only: bool) -> Select[Any]:
+    query = select(_VOLUMES.c.id).where(_WHERE["id"])
+    if read_deleted in _DELETED:
+        query = query.where(_DELETED[read_deleted])
+    return query.where(_WHERE["caller_project"]) if caller_only else query
+
+
 def check_visible(tx: Connection | Session, ctx: RequestContext, volume_id: str) -> str:
     """Return ``volume_id`` if ``ctx`` may see that volume (its read_deleted, its project for a
     user); raise VolumeNotFound."""
-    query = _volume_select(ctx.read_deleted, ctx.is_user, ("id",), ids_only=True)
     params = {"volume_id": volume_id}
     if ctx.is_user:
         params["caller_project_id"] = ctx.project_id
-    if connection_of(tx).execute(query, params).first() is None:
+    if connection_of(tx).execute(_visible_select(ctx.read_deleted, ctx.is_user), params).first() is None:
         raise exception.VolumeNotFound(volume_id=volume_id)
     return volume_id
 
 
 # --- reads ----------------------------------------------------------------------------------------
-@handler
+@handler(single_statement=True)
 def volume_get(tx: Connection, ctx: RequestContext, volume_id: str, *, settings: Settings) -> Record:
     """Return the volume (context's read_deleted; a user sees its project's only); raise
     VolumeNotFound."""
     return _one(volume_records(tx, ctx, settings, "id", volume_id=volume_id), volume_id)
 
 
-@handler(auth=Auth.ADMIN)
+@handler(auth=Auth.ADMIN, single_statement=True)
 def volume_get_all(tx: Connection, ctx: RequestContext, *, settings: Settings) -> list[Record]:
     """Return every volume (context's read_deleted), by id."""
     return volume_records(tx, ctx, settings)
 
 
-@handler(auth=Auth.ADMIN)
+@handler(auth=Auth.ADMIN, single_statement=True)
 def volume_get_all_by_host(
     tx: Connection, ctx: RequestContext, host: str, *, settings: Settings
 ) -> list[Record]:
@@ -249,7 +270,7 @@ def volume_get_all_by_host(
     return volume_records(tx, ctx, settings, "host", host=host)
 
 
-@handler(auth=Auth.ADMIN)
+@handler(auth=Auth.ADMIN, single_statement=True)
 def volume_get_all_by_instance_uuid(
     tx: Connection, ctx: RequestContext, instance_uuid: str, *, settings: Settings
 ) -> list[Record]:
@@ -257,7 +278,7 @@ def volume_get_all_by_instance_uuid(
     return volume_records(tx, ctx, settings, "instance", read_deleted="no", instance_uuid=instance_uuid)
 
 
-@handler(project_arg="project_id")
+@handler(project_arg="project_id", single_statement=True)
 def volume_get_all_by_project(
     tx: Connection, ctx: RequestContext, project_id: str | None, *, settings: Settings
 ) -> list[Record]:
@@ -268,7 +289,7 @@ def volume_get_all_by_project(
     return volume_records(tx, ctx, settings, "project", project_id=project_id)
 
 
-@handler
+@handler(single_statement=True)
 def volume_get_active_by_window(
     tx: Connection,
     ctx: RequestContext,
@@ -293,7 +314,7 @@ def volume_get_active_by_window(
     return volume_records(tx, ctx, settings, *where, read_deleted="yes", **params)
 
 
-@handler(auth=Auth.ADMIN)
+@handler(auth=Auth.ADMIN, single_statement=True)
 def volume_data_get_for_project(
     tx: Connection, ctx: RequestContext, project_id: str | None
 ) -> tuple[int, int]:

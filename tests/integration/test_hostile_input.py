@@ -352,7 +352,7 @@ MARKER = "Qz9LeakMarker"
 #: SQL statements and SQLAlchemy/driver error decorations.
 SQL = re.compile(
     r"\bSELECT\b.+\bFROM\b|\bINSERT INTO\b|\bUPDATE \w+ SET\b|\bDELETE FROM\b|\[SQL:|\[parameters:"
-    r"|sqlalche\.me|psycopg2\.errors|\bDETAIL:|character varying\(\d+\)|violates"
+    r"|sqlalche\.me|psycopg2?\.errors|\bDETAIL:|character varying\(\d+\)|violates"
 )
 #: The test's own schema changes, in its own database: a short column (PostgreSQL's "value too
 #: long"), a unique index (a real unique violation), a CHECK constraint and a trigger whose error

@@ -31,6 +31,7 @@ from load_ledger import CALLS, run_load, settle_and_check
 from testenv import service_url
 
 from dbworker.client import Client
+from dbworker.testing import kill_database_sessions
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -103,30 +104,10 @@ def close_broker_connections(worker: Daemon) -> None:
     assert replies == "[" + ",".join(["ok"] * len(victims)) + "]", replies
 
 
-def kill_database_connections(database_url: str) -> None:
-    """Make the database end every session on the private database (the workers' connections)."""
-    url = sa.make_url(database_url)
-    engine = sa.create_engine(service_url(url.get_backend_name()), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            if url.get_backend_name() == "postgresql":
-                query = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"
-                killed = conn.execute(
-                    sa.text(query + " AND pid <> pg_backend_pid()"), {"db": url.database}
-                ).all()
-            else:
-                query = (
-                    "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"
-                )
-                killed = conn.execute(sa.text(query), {"db": url.database}).scalars().all()
-                for thread_id in killed:
-                    try:
-                        conn.execute(sa.text(f"KILL {int(thread_id)}"))
-                    except sa.exc.DBAPIError as err:  # the session ended by itself meanwhile
-                        assert "Unknown thread id" in str(err), err
-    finally:
-        engine.dispose()
-    assert killed, "no worker connection to kill"
+def _kill_database_sessions(worker: Daemon, url: str, victim: int) -> None:
+    assert kill_database_sessions(url, service_url(sa.make_url(url).get_backend_name())), (
+        "no connection to kill"
+    )
 
 
 @pytest.mark.timeout(300)
@@ -147,7 +128,7 @@ def test_two_workers_serve_32_clients_for_30s_and_the_database_matches_the_clien
 
 FAULTS = {
     "broker-closes-connections": lambda worker, url, victim: close_broker_connections(worker),
-    "database-kills-connections": lambda worker, url, victim: kill_database_connections(url),
+    "database-kills-connections": _kill_database_sessions,
     "worker-sigkill": lambda worker, url, victim: os.kill(victim, signal.SIGKILL),
     "worker-sigterm": lambda worker, url, victim: os.kill(victim, signal.SIGTERM),
 }
