@@ -316,6 +316,9 @@ def _close(tx: Session | Connection, handler: Handler) -> None:
         LOG.warning("%s: closing the session failed: %s", handler.name, type(err).__name__)
 
 
+_INSERT_RECORD = insert(RpcCall)
+
+
 def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: str) -> None:
     """Insert the call's ``rpc_calls`` row; raise Redelivered if a committed call holds the key.
 
@@ -324,7 +327,7 @@ def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: st
     SQLite has one writer at a time anyway.
     """
     try:
-        tx.execute(insert(RpcCall).values(unique_id=delivery_id, method=handler.name, created_at=utcnow()))
+        tx.execute(_INSERT_RECORD, {"unique_id": delivery_id, "method": handler.name, "created_at": utcnow()})
     except db_exc.DBDuplicateEntry:
         raise Redelivered(delivery_id) from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dbworker.handlers import (
     iscsi_targets,
     migrations,
+    quota_reserve,
     quotas,
     reservations,
     services,
@@ -30,6 +31,7 @@ MODULES = (
     sm_backends,
     quotas,
     reservations,
+    quota_reserve,
 )
 
 

@@ -128,7 +128,7 @@ def _volume_select(
     read_deleted: str, caller_only: bool, where: tuple[str, ...], admin: bool
 ) -> CompoundSelect:
     """The reply rows (see above) of the volumes filtered by ``read_deleted``, by the caller's
-    project for a user context (``caller_only``) and by the :data:`_WHERE` conditions named in
+    project (``caller_only``, a user context's listing) and by the :data:`_WHERE` conditions named in
     ``where``: ordered by kind, volume id, owner, child id."""
     conditions = [_WHERE[name] for name in where]
     if caller_only:
@@ -186,9 +186,14 @@ def volume_records(
     ``name``, the live ``metadata`` as a dict and as ``volume_metadata`` records, the live
     ``volume_type`` (with its ``extra_specs``) or null, and for an admin ``admin_metadata``.
     One statement, so one snapshot of the database."""
-    query = _volume_read(read_deleted or ctx.read_deleted, ctx.is_user, where, ctx.is_admin)
-    if ctx.is_user:
+    # A lookup by id checks the caller's project on the row it finds, not in SQL: with both
+    # conditions a planner misled by stale statistics may scan the project's index instead of
+    # the primary key.
+    caller_in_sql = ctx.is_user and "id" not in where
+    query = _volume_read(read_deleted or ctx.read_deleted, caller_in_sql, where, ctx.is_admin)
+    if caller_in_sql:
         params["caller_project_id"] = ctx.project_id
+    foreign = ctx.is_user and not caller_in_sql
     metadata: dict[str, list[Record]] = {}
     pairs: dict[str, dict[str, dict[str, str]]] = {"e": {}, "a": {}}
     records = []
@@ -196,6 +201,8 @@ def volume_records(
         kind = row[0]
         if kind == "v":
             volume = _VOLUME(row)
+            if foreign and volume["project_id"] != ctx.project_id:
+                continue  # not the caller's: as if missing (its children are never used)
             if row[_TYPE_ID] is not None:
                 volume["volume_type"] = _TYPE(row)
             records.append(volume)
@@ -230,20 +237,16 @@ def volume_reply(tx: Connection | Session, ctx: RequestContext, settings: Settin
 
 
 @functools.cache
-def _visible_select(read_deleted: str, caller_only: bool) -> Select[Any]:
-    query = select(_VOLUMES.c.id).where(_WHERE["id"])
-    if read_deleted in _DELETED:
-        query = query.where(_DELETED[read_deleted])
-    return query.where(_WHERE["caller_project"]) if caller_only else query
+def _visible_select(read_deleted: str) -> Select[Any]:
+    query = select(_VOLUMES.c.project_id).where(_WHERE["id"])
+    return query.where(_DELETED[read_deleted]) if read_deleted in _DELETED else query
 
 
 def check_visible(tx: Connection | Session, ctx: RequestContext, volume_id: str) -> str:
     """Return ``volume_id`` if ``ctx`` may see that volume (its read_deleted, its project for a
-    user); raise VolumeNotFound."""
-    params = {"volume_id": volume_id}
-    if ctx.is_user:
-        params["caller_project_id"] = ctx.project_id
-    if connection_of(tx).execute(_visible_select(ctx.read_deleted, ctx.is_user), params).first() is None:
+    user, checked on the row found by id); raise VolumeNotFound."""
+    found = connection_of(tx).execute(_visible_select(ctx.read_deleted), {"volume_id": volume_id}).first()
+    if found is None or (ctx.is_user and found.project_id != ctx.project_id):
         raise exception.VolumeNotFound(volume_id=volume_id)
     return volume_id
 
@@ -361,6 +364,10 @@ def write_metadata(
     tx.flush()
 
 
+#: The inserts of volume_create, built once (the columns come with each call's parameters).
+_INSERT = {table: insert(table) for table in (_VOLUMES, _METADATA, _ADMIN_METADATA)}
+
+
 @handler(writes=True)
 def volume_create(
     tx: Connection, ctx: RequestContext, values: dict[str, Any], *, settings: Settings
@@ -386,10 +393,10 @@ def volume_create(
     )
     metadata = metadata_items(related.get("metadata"))
     admin_metadata = metadata_items(related.get("admin_metadata"), what="admin_metadata")
-    tx.execute(insert(_VOLUMES), [columns])
+    tx.execute(_INSERT[_VOLUMES], [columns])
     for table, items in ((_METADATA, metadata), (_ADMIN_METADATA, admin_metadata)):
         if items:
-            tx.execute(insert(table), [{"volume_id": volume_id, "key": k, "value": v} for k, v in items])
+            tx.execute(_INSERT[table], [{"volume_id": volume_id, "key": k, "value": v} for k, v in items])
     return volume_reply(tx, ctx, settings, volume_id)
 
 

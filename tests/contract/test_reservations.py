@@ -119,7 +119,7 @@ def test_a_reservation_below_zero_logs_a_warning_naming_the_resources_under_the_
     seen: list = []
     api = LocalAPI.from_engine(db.engine)
     api.volume_create(admin, {"project_id": "p1", "size": 2})
-    logger = logging.getLogger("dbworker.handlers.reservations")
+    logger = logging.getLogger("dbworker.handlers.quota_reserve")
     capture = Capture()
     logger.addHandler(capture)
     try:

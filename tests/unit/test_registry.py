@@ -107,7 +107,7 @@ FAMILY_PREFIXES = [
 FAMILY_EXCEPTIONS = {
     "volume_allocate_iscsi_target": "iscsi_targets",
     "volume_get_iscsi_target_num": "iscsi_targets",
-    "quota_reserve": "reservations",
+    "quota_reserve": "quota_reserve",
 }
 
 
