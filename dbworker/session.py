@@ -57,8 +57,6 @@ def make_engine(
     # invalidates the whole pool, so the ping only costs time (bench/analysis.md). oslo.db has no
     # option for it; the pool's attribute is set directly (SQLAlchemy pinned below 2.2).
     engine.pool._pre_ping = False
-    if engine.dialect.name == "postgresql":
-        event.listen(engine, "connect", _postgresql_generic_plans)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_busy_timeout)
         for listener in list(engine.dispatch.begin):  # replaced by _sqlite_begin (same marker)
@@ -72,22 +70,6 @@ def make_engine(
 #: lock (``BEGIN IMMEDIATE``); other databases lock rows as the statements need them.
 _WRITES_OPTION = "dbworker_writes"
 WRITE_TRANSACTION = {_WRITES_OPTION: True}
-
-
-def _postgresql_generic_plans(dbapi_connection: Any, _record: Any) -> None:
-    """Plan each prepared statement once (psycopg 3 prepares a statement a connection runs often).
-
-    PostgreSQL otherwise re-plans a prepared statement for every execution while its generic plan
-    looks costlier than the custom ones (measured: a volume listing then spent as much CPU
-    planning as running). dbworker's statements are key and index lookups, for which the generic
-    plan is the custom plan. psycopg2 prepares nothing: there the setting changes nothing.
-    """
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-    finally:
-        cursor.close()
-    dbapi_connection.commit()
 
 
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:

@@ -76,11 +76,3 @@ def test_a_prepared_read_on_a_lost_connection_is_re_run_on_a_fresh_one(db):
     assert kill_database_sessions(db.url, service_url(db.kind)) > 0
     assert api.call(context("admin"), "volume_get", volume_id="p1-vol")["id"] == "p1-vol"
     assert api.dispatcher.counters["retries"] == 1
-
-
-@pytest.mark.parametrize(
-    "database", [p for p in DB_FIXTURE_DATABASES if p.values[0].startswith("postgresql")], indirect=True
-)
-def test_postgresql_sessions_plan_a_prepared_statement_once(db):
-    with db.engine.connect() as conn:
-        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_generic_plan"
