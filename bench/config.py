@@ -6,11 +6,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import servers
 from bench.services import ROOT
 
 #: Full run: refuse to start when the 1-minute load average is above this (2 cores: 1.0).
 MAX_LOAD = 1.0
+
+#: Client threads calling at once in every throughput row (the servers' executor threads are
+#: bench.servers.THREADS, dbworker's default).
+CLIENT_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def settings(args: argparse.Namespace) -> Settings:
         warmup=min(warmup, args.latency_calls or warmup),
         throughput_s=args.seconds or seconds,
         repeats=args.repeats or repeats,
-        threads=servers.THREADS,
+        threads=CLIENT_THREADS,
         rows_small=1_000,
         rows_large=args.rows or 100_000,
         rss_low=rss_low,

@@ -1,8 +1,8 @@
-"""Where a ``volume_get`` call's CPU goes inside the real dbworker worker: a py-spy profile.
+"""Where a call's CPU goes inside the real dbworker worker: a py-spy profile under load.
 
 :func:`record` attaches ``py-spy record --format raw --function --full-filenames`` to the daemon's
 worker process (a child of the master, as it runs in production: no wrapper, no tracing hooks)
-for N seconds while the benchmark drives it with ``volume_get`` from 16 client threads.
+for N seconds while the benchmark drives it with one operation from 16 client threads.
 :func:`summarize` reads py-spy's collapsed stacks (``frame;frame;... count``, root first) and gives,
 in milliseconds per call (samples / rate / calls served during the recording):
 
@@ -42,7 +42,10 @@ PHASES = (
     ("      Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
     ("        auth + bind: Handler.bind", "dbworker/registry.py", "Handler.bind"),
     ("        one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
+    ("          delivery record (writes): _record_delivery", "dbworker/dispatch.py", "_record_delivery"),
     ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
+    ("          query: the volume_create handler", "dbworker/handlers/volumes.py", "volume_create"),
+    ("            the reply: volume_reply", "dbworker/handlers/volumes.py", "volume_reply"),
     ("          serialize: to_primitive", "dbworker/serialize.py", "to_primitive"),
     ("          commit: Session.commit", "sqlalchemy/orm/session.py", "Session.commit"),
     ("          close: Session.close", "sqlalchemy/orm/session.py", "Session.close"),

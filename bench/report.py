@@ -66,7 +66,9 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     lines += _throughput_section(r, settings)
     lines += _other_sections(r)
-    lines += _profile_section(r.get("profile"))
+    profiles = r.get("profiles") or {"volume_get": r.get("profile")}
+    for op, profile in profiles.items():
+        lines += _profile_section(op, profile)
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip()]
     lines += ["", f"Raw numbers: `{Path(settings['json']).name}` beside this file.", ""]
@@ -182,16 +184,16 @@ def _other_sections(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _profile_section(p: dict[str, Any] | None) -> list[str]:
+def _profile_section(op: str, p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
     if "error" in p:
-        return ["", f"## Profile: not available ({p['error']})"]
+        return ["", f"## Profile of `{op}`: not available ({p['error']})"]
     if "samples" not in p:  # results of the earlier yappi profile
         return []
     return [
         "",
-        f"## Profile: the dbworker-1 worker process under `volume_get` load (py-spy, {p['seconds']} s at "
+        f"## Profile: the dbworker-1 worker process under `{op}` load (py-spy, {p['seconds']} s at "
         f"{p['rate']} Hz{', GIL-holding samples only' if p.get('gil') else ''})",
         "",
         f"{p['samples']} samples over {p['calls']} calls ({p['calls_per_s']} calls/s while recording): "

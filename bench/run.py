@@ -31,6 +31,8 @@ from bench.services import Resources, service_url
 from dbworker.api import LocalAPI
 
 _T0 = time.monotonic()
+#: The operations whose worker is profiled under load (the read and the write of the targets).
+PROFILED = ("volume_get", "volume_create")
 
 
 def log(message: str) -> None:
@@ -136,8 +138,10 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         rows += [Row("in-process", op, call, None) for op, call in in_process.items()]
         bench.rounds(rows)
 
-        log(f"profile: py-spy on the dbworker-1 worker under volume_get load, {cfg.profile_s}s")
-        bench.results["profile"] = sections.profile(cfg, one, ops["volume_get"], workdir, log)
+        for op in PROFILED:
+            log(f"profile: py-spy on the dbworker-1 worker under {op} load, {cfg.profile_s}s")
+            profile = sections.profile(cfg, one, op, ops[op], workdir, log)
+            bench.results.setdefault("profiles", {})[op] = profile
         with ThreadPoolExecutor() as stopping:  # Celery's warm shutdown alone takes seconds
             list(stopping.map(lambda server: server.process.stop(), peers.servers.values()))
 

@@ -96,16 +96,18 @@ def check_replies(data: workloads.Data, rpc: Any, topic: str, peers: Peers) -> d
     )
 
 
-def profile(cfg: Settings, server: servers.Server, call: Call, workdir: Path, log: Log) -> dict[str, Any]:
-    """py-spy on the daemon's worker process for ``cfg.profile_s`` seconds while 16 client threads
-    call ``volume_get``; the summary of :func:`bench.profiling.summarize` over the calls answered
+def profile(
+    cfg: Settings, server: servers.Server, op: str, call: Call, workdir: Path, log: Log
+) -> dict[str, Any]:
+    """py-spy on the daemon's worker process for ``cfg.profile_s`` seconds while the client threads
+    call ``op``; the summary of :func:`bench.profiling.summarize` over the calls answered
     while py-spy ran, plus the worker's CPU ms per call read from /proc over the same time (or
     ``{"error": ...}`` if py-spy failed)."""
     (pid,) = measure.worker_pids(server.process.pid)
-    out = workdir / "py-spy.txt"
+    out = workdir / f"py-spy-{op}.txt"
     seconds = max(1, round(cfg.profile_s))
     sent, stop = measure.Counter(), threading.Event()
-    counted = measure.counted({"volume_get": call}, sent)["volume_get"]
+    counted = measure.counted({op: call}, sent)[op]
     driver = threading.Thread(
         target=lambda: measure.throughput(counted, cfg.threads, seconds + 120, stop=stop), daemon=True
     )

@@ -14,8 +14,9 @@ from typing import Any
 
 from bench.services import Process, Resources, python, unique, wait_until
 from dbworker import client as dbclient
+from dbworker.conf import DEFAULT_THREADS
 
-THREADS = 16  # dbworker's default executor_thread_pool_size; the echo server and the peers use it too
+THREADS = DEFAULT_THREADS  # dbworker's executor_thread_pool_size; the echo server and the peers use it too
 
 
 @dataclass

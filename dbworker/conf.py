@@ -15,6 +15,12 @@ from oslo_db import options as db_options
 
 DEFAULT_CONNECTION = "sqlite:///dbworker.sqlite"
 DEFAULT_TRANSPORT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+#: dbworker's default for oslo.messaging's ``[DEFAULT] executor_thread_pool_size`` (oslo: 64).
+#: One GIL per process: threads only overlap database and broker waits, and each costs CPU per
+#: call in GIL hand-offs (bench/analysis.md); processes (``[dbworker] workers``) add CPU.
+DEFAULT_THREADS = 8
+#: Connections a worker keeps beyond one per thread (health checks, trimming ``rpc_calls``).
+POOL_HEADROOM = 2
 
 dbworker_group = cfg.OptGroup(
     "dbworker", title="dbworker", help="The worker that serves Cinder's DB API over RPC."
@@ -110,7 +116,7 @@ CLIENT_OPTS = [
 #: dbworker's defaults for oslo.db's [database] options (see README: sizing the pools).
 DATABASE_DEFAULTS = {
     "connection": DEFAULT_CONNECTION,
-    "max_pool_size": 18,
+    "max_pool_size": DEFAULT_THREADS + POOL_HEADROOM,
     "max_overflow": 2,
     "pool_timeout": 10,
 }
@@ -122,6 +128,22 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(CLIENT_OPTS + DBWORKER_OPTS, group=dbworker_group)
     conf.register_opts(DEFAULT_OPTS)
     db_options.set_defaults(conf, **DATABASE_DEFAULTS)
+
+
+#: dbworker's defaults for oslo.messaging options, by group (None: [DEFAULT]).
+#: ``rabbit_qos_prefetch_count = 1``: the bounded server accepts a call only when a thread is free,
+#: so a busy worker holds at most one delivery that the other workers could have taken.
+MESSAGING_DEFAULTS: dict[str | None, dict[str, object]] = {
+    None: {"executor_thread_pool_size": DEFAULT_THREADS, "transport_url": DEFAULT_TRANSPORT_URL},
+    "oslo_messaging_rabbit": {"rabbit_qos_prefetch_count": 1},
+}
+
+
+def set_messaging_defaults(conf: cfg.ConfigOpts) -> None:
+    """Set :data:`MESSAGING_DEFAULTS` on ``conf`` (oslo.messaging's options registered on it)."""
+    for group, defaults in MESSAGING_DEFAULTS.items():
+        for name, value in defaults.items():
+            conf.set_default(name, value, group=group)
 
 
 def register_client_opts(conf: cfg.ConfigOpts) -> None:

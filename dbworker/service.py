@@ -6,7 +6,7 @@
 engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.start`.
 
 Per worker process (README, "Sizing the pools"): ``T = [DEFAULT] executor_thread_pool_size``
-(default 16) threads, ``[database] max_pool_size = T + 2`` unless set (plus ``max_overflow``), and
+(default 8) threads, ``[database] max_pool_size = T + 2`` unless set (plus ``max_overflow``), and
 ``[oslo_messaging_rabbit] rabbit_qos_prefetch_count = 1`` unless set: the bounded server
 (``rpc.BoundedRPCServer``) accepts a call only when a thread is free, so a backlog stays on the
 broker. A deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
@@ -55,11 +55,6 @@ from dbworker.settings import Settings
 
 LOG = logging.getLogger(__name__)
 
-#: dbworker's default for oslo.messaging's ``[DEFAULT] executor_thread_pool_size`` (oslo: 64).
-DEFAULT_THREADS = 16
-#: Connections a worker keeps beyond one per thread (health checks, trimming ``rpc_calls``).
-POOL_HEADROOM = 2
-
 
 class StartupError(Exception):
     """The worker cannot start; the message says why and what to do."""
@@ -76,8 +71,7 @@ def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
     oslo_log.register_options(conf)
     for group, opts in messaging_opts.list_opts():
         conf.register_opts(opts, group=group)
-    conf.set_default("executor_thread_pool_size", DEFAULT_THREADS)
-    conf.set_default("transport_url", dbworker_conf.DEFAULT_TRANSPORT_URL)
+    dbworker_conf.set_messaging_defaults(conf)
     try:
         conf(argv, project="dbworker", version=__version__)
         _validate(conf)
@@ -90,7 +84,17 @@ def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
     oslo_log.setup(conf, "dbworker", version=__version__)
     logcontext.install_formatter()
     masking.install()
-    conf.set_default("rabbit_qos_prefetch_count", 1, group="oslo_messaging_rabbit")
+
+
+def update_sample_defaults() -> None:
+    """The ``oslo.config.opts.defaults`` hook: ``etc/dbworker.conf`` shows dbworker's own defaults
+    for the oslo.messaging options it overrides, not the library's.
+
+    The generator copies oslo.messaging's option objects (``oslo_messaging.opts._opts``, private;
+    the sample-config test fails if that changes), so their defaults are changed in place.
+    """
+    for group, opts in messaging_opts._opts:
+        cfg.set_defaults(opts, **dbworker_conf.MESSAGING_DEFAULTS.get(group, {}))
 
 
 def _validate(conf: cfg.ConfigOpts) -> None:
@@ -122,7 +126,7 @@ def pool_size(conf: cfg.ConfigOpts) -> int:
         cfg.Locations.set_default,
     ):
         return conf.database.max_pool_size
-    return conf.executor_thread_pool_size + POOL_HEADROOM
+    return conf.executor_thread_pool_size + dbworker_conf.POOL_HEADROOM
 
 
 def build_engine(conf: cfg.ConfigOpts, *, max_pool_size: int | None = None) -> Engine:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(
     url: str,
     *,
-    max_pool_size: int | None = 18,
+    max_pool_size: int | None = 10,
     max_overflow: int | None = 2,
     pool_timeout: int | None = 10,
     connection_recycle_time: int = 3600,

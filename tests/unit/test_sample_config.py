@@ -39,7 +39,9 @@ def test_the_sample_config_documents_every_group_dbworker_reads():
     for group in ("[DEFAULT]", "[dbworker]", "[database]", "[oslo_messaging_rabbit]"):
         assert f"\n{group}\n" in f"\n{sample}"
     assert "#connection = sqlite:///dbworker.sqlite\n" in sample
-    assert "#max_pool_size = 18\n" in sample
+    assert "#max_pool_size = 10\n" in sample
+    assert "#executor_thread_pool_size = 8\n" in sample  # dbworker's, not oslo.messaging's 64
+    assert "#rabbit_qos_prefetch_count = 1\n" in sample
 
 
 def test_the_systemd_unit_waits_for_a_worker_and_outlasts_the_graceful_drain():
