@@ -49,17 +49,23 @@ class Mapper:
 class PreparedRead:
     """A read statement built once, run on the call's own driver cursor.
 
-    For each database dialect the statement is compiled once, with the bind and result processors
+    For each database driver the statement is compiled once, with the bind and result processors
     of its columns' types. :meth:`rows` then runs it straight on the driver (psycopg 3 prepares it
     on the server after a few runs) and converts the values as SQLAlchemy would, but without
     SQLAlchemy's per-execution result set-up, which rebuilds the cursor description: for a wide
     reply row on psycopg 3 that is most of a read's client CPU (measured in instructions per call).
     Only reads use it: they need no ORM, no unit of work, no events.
+
+    ``server_prepared=True`` (a lookup by primary key, whose plan is the same for every key) has
+    psycopg 3 prepare the statement on the server, so PostgreSQL plans it once per connection;
+    every other statement is planned for its values on each run (see
+    ``session._prepare_only_when_asked``: a generic plan for a listing can cost a table scan).
     """
 
-    def __init__(self, statement: Select[Any] | CompoundSelect) -> None:
+    def __init__(self, statement: Select[Any] | CompoundSelect, *, server_prepared: bool = False) -> None:
         self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
+        self.server_prepared = server_prepared
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
         """Return every row of the statement run with ``params`` on ``conn``'s transaction.
@@ -69,12 +75,12 @@ class PreparedRead:
                 oslo.db ``DBError``; on a lost connection the pool is invalidated).
         """
         dialect = conn.dialect
-        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        compiled = self._compiled.get((dialect.name, dialect.driver)) or self._compile(dialect)
         dbapi_connection = conn.connection.dbapi_connection
         assert dbapi_connection is not None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(compiled.sql, compiled.parameters(params))
+            cursor.execute(compiled.sql, compiled.parameters(params), **compiled.options)
             rows = cursor.fetchall()
         except dialect.loaded_dbapi.Error as err:
             raise_driver_error(conn, err)
@@ -86,8 +92,8 @@ class PreparedRead:
         return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
     def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = _Compiled(self.statement, dialect)
-        self._compiled[dialect.name] = compiled
+        compiled = _Compiled(self.statement, dialect, self.server_prepared)
+        self._compiled[dialect.name, dialect.driver] = compiled
         return compiled
 
 
@@ -95,8 +101,12 @@ class _Compiled:
     """A :class:`PreparedRead` statement for one dialect: its SQL, parameter order and the bind
     and result processors of its types (``None`` where a value needs none)."""
 
-    def __init__(self, statement: Select[Any] | CompoundSelect, dialect: Dialect) -> None:
+    def __init__(
+        self, statement: Select[Any] | CompoundSelect, dialect: Dialect, server_prepared: bool
+    ) -> None:
         compiled = statement.compile(dialect=dialect)
+        #: the driver's execute options: psycopg 3 alone prepares statements on the server
+        self.options = {"prepare": True} if server_prepared and dialect.driver == "psycopg" else {}
         if any(bind.expanding for bind in compiled.binds.values()):
             raise ValueError("a PreparedRead binds no expanding IN parameter")
         self.sql = compiled.string

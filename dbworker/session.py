@@ -6,6 +6,7 @@ says which database errors are worth re-running a call for.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NoReturn
 
 import sqlalchemy.exc
@@ -57,6 +58,8 @@ def make_engine(
     # invalidates the whole pool, so the ping only costs time (bench/analysis.md). oslo.db has no
     # option for it; the pool's attribute is set directly (SQLAlchemy pinned below 2.2).
     engine.pool._pre_ping = False
+    if engine.dialect.driver == "psycopg":
+        event.listen(engine, "connect", _prepare_only_when_asked)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_busy_timeout)
         for listener in list(engine.dispatch.begin):  # replaced by _sqlite_begin (same marker)
@@ -70,6 +73,19 @@ def make_engine(
 #: lock (``BEGIN IMMEDIATE``); other databases lock rows as the statements need them.
 _WRITES_OPTION = "dbworker_writes"
 WRITE_TRANSACTION = {_WRITES_OPTION: True}
+
+
+def _prepare_only_when_asked(dbapi_connection: Any, _record: Any) -> None:
+    """psycopg 3 prepares on the server only the statements run with ``prepare=True``.
+
+    By default it prepares any statement a connection runs five times, and PostgreSQL may then
+    run it with one generic plan for every value, kept while the tables grow: right for a lookup
+    by primary key, wrong for a listing whose best plan depends on how many rows the value finds
+    (measured: a project listing's generic plan scanned all of ``volume_metadata`` on every call).
+    ``records.PreparedRead`` asks for it where the plan cannot depend on the value. (``None``
+    would also refuse ``prepare=True``: the threshold is set beyond reach instead.)
+    """
+    dbapi_connection.prepare_threshold = sys.maxsize
 
 
 def _sqlite_busy_timeout(dbapi_connection: Any, _record: Any) -> None:

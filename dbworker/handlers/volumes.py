@@ -120,8 +120,10 @@ def _unlabelled(branch: Select[Any]) -> Select[Any]:
 
 @functools.cache
 def _volume_read(read_deleted: str, caller_only: bool, where: tuple[str, ...], admin: bool) -> PreparedRead:
-    """:func:`_volume_select`, built and compiled once per variant."""
-    return PreparedRead(_volume_select(read_deleted, caller_only, where, admin))
+    """:func:`_volume_select`, built and compiled once per variant; only a lookup by id may keep
+    one plan for every value (a listing's best plan depends on how many rows it finds)."""
+    statement = _volume_select(read_deleted, caller_only, where, admin)
+    return PreparedRead(statement, server_prepared=where == ("id",))
 
 
 def _volume_select(

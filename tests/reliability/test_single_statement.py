@@ -12,6 +12,7 @@ from testenv import DB_FIXTURE_DATABASES, service_url
 from dbworker.api import LocalAPI
 from dbworker.handlers import build_registry
 from dbworker.records import PreparedRead
+from dbworker.session import make_engine
 from dbworker.registry import Auth
 from dbworker.testing import kill_database_sessions
 
@@ -76,3 +77,24 @@ def test_a_prepared_read_on_a_lost_connection_is_re_run_on_a_fresh_one(db):
     assert kill_database_sessions(db.url, service_url(db.kind)) > 0
     assert api.call(context("admin"), "volume_get", volume_id="p1-vol")["id"] == "p1-vol"
     assert api.dispatcher.counters["retries"] == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # psycopg 3: it prepares
+def test_only_a_lookup_by_id_is_prepared_on_the_server(db):
+    # PostgreSQL may run a prepared statement with one generic plan for every value, and keeps it
+    # while the tables grow: right for a primary-key lookup, not for a project's listing (a generic
+    # plan that scanned all of volume_metadata on every call was measured).
+    seed(db.engine)
+    engine = make_engine(db.url, max_pool_size=1, max_overflow=0)  # one session to look into
+    try:
+        api = LocalAPI.from_engine(engine)
+        for _ in range(8):  # psycopg 3 prepares a statement on its 5th run on a connection
+            api.call(context("user"), "volume_get", volume_id="p1-vol")
+            api.call(context("user"), "volume_get_all_by_project", project_id="p1")
+            api.call(context("user"), "snapshot_get_all_by_project", project_id="p1")
+        with engine.connect() as conn:
+            prepared = conn.exec_driver_sql("SELECT statement FROM pg_prepared_statements").scalars().all()
+    finally:
+        engine.dispose()
+    assert len(prepared) == 1, prepared  # the lookup by id; no listing, no ORM statement
+    assert "volumes.id = $1" in prepared[0], prepared
