@@ -1,8 +1,8 @@
 """Adopt a Folsom-era Cinder database: bring its schema to revision 0001 and stamp it.
 
 Folsom's Cinder (2012.2) built its schema with sqlalchemy-migrate, which records version 2 in
-``migrate_version``. Its tables and columns are dbworker's (contract §7); what revision 0001 has and
-Folsom lacks is added here, in this order:
+``migrate_version``. Its tables and columns are dbworker's (Folsom's, with the fixes
+``dbworker.models`` lists); what revision 0001 has and Folsom lacks is added here, in this order:
 
 * no foreign key from ``migrations`` to the absent ``instances`` table (Folsom's model declared one);
 * 0001's indexes;

@@ -1,4 +1,4 @@
-"""The request context a call runs under, rebuilt from the RPC context dict (contract §3.1)."""
+"""The request context a call runs under, rebuilt from the RPC context dict."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """SQLAlchemy models for every Folsom table, with the legacy table and column names.
 
 Column types follow the schema Folsom's migrations (001, 002) created, which is what a Folsom-era
-database holds, with the fixes of contract §7: a unique ``(target_num, host)`` on ``iscsi_targets``,
+database holds, with dbworker's fixes: a unique ``(target_num, host)`` on ``iscsi_targets``,
 no foreign key to the absent ``instances`` table, the modern ``volume_admin_metadata`` table, and one
 live ``quota_usages`` row per ``(project_id, resource)``. One table is dbworker's own: ``rpc_calls``,
 the RPC write calls already applied (:class:`RpcCall`).
@@ -325,7 +325,7 @@ class SmVolume(CinderBase, Base):
 class RpcCall(Base):
     """A write call delivered over RPC, by its message's ``_unique_id``: the dispatcher inserts it in
     the call's own transaction, so a redelivery of a message whose call committed finds the key
-    taken and is not run again (contract §6). Not a Cinder table: no soft delete; ``db purge``
+    taken and is not run again (at-most-once). Not a Cinder table: no soft delete; ``db purge``
     removes old rows."""
 
     __tablename__ = "rpc_calls"

@@ -1,4 +1,4 @@
-"""Reply records built straight from result rows: the hot path's half of contract §4.
+"""Reply records built straight from result rows, for the hot path's handlers.
 
 A handler on the hot path runs Core statements built once and maps their rows to records with a
 :class:`Mapper` per table, without the ORM's identity map or loaders. The records are
@@ -26,7 +26,7 @@ class Mapper:
     """Maps a table's columns, found at ``offset`` in a result row, to the table's record.
 
     ``select(*table.c)`` (or a join listing ``*table.c`` at ``offset``) gives the row; every
-    column becomes a key (contract §4: a record has all its columns), datetimes as wire strings.
+    column becomes a key (a reply record has all its columns), datetimes as wire strings.
     """
 
     def __init__(self, table: Table, offset: int = 0) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Settings:
-    """Folsom's flags that shape results (contract §8): the ``[dbworker]`` options of the same names.
+    """The Folsom flags that shape results: the ``[dbworker]`` options of the same names.
 
     Every field is required, so the daemon cannot forget one and fall back to a default; the
     in-process API uses :data:`DEFAULT_SETTINGS` (a test holds them equal to the options' defaults).

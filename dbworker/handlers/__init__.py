@@ -1,6 +1,6 @@
 """The handler modules, one per table family; adding a family costs one line in ``MODULES``.
 
-A handler lives in the module of the table it writes, or else reads (STYLE.md §2).
+A handler lives in the module of the table it writes, or else reads.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Handlers for the ``iscsi_targets`` table (reference §2.3, §3.5; contract §6, §9.7).
+"""Handlers for the ``iscsi_targets`` table.
 
 ``(target_num, host)`` is unique. ``volume_allocate_iscsi_target`` locks the free row it hands out
 (``SELECT ... FOR UPDATE``), so concurrent workers on PostgreSQL or MariaDB never hand out a target
@@ -30,7 +30,7 @@ def iscsi_target_count_by_host(tx: Session, ctx: RequestContext, host: str) -> i
 @handler(auth=Auth.ADMIN, writes=True)
 def iscsi_target_create_safe(tx: Session, ctx: RequestContext, values: dict[str, Any]) -> IscsiTarget | None:
     """Create and return a target (``target_num`` and ``host`` required); return None if
-    ``(target_num, host)`` already exists (contract §9.7)."""
+    ``(target_num, host)`` already exists."""
     target = IscsiTarget()
     apply_values(tx, ctx, target, values, creating=True)
     for key in ("target_num", "host"):

@@ -1,4 +1,4 @@
-"""Handlers for the ``migrations`` table, a nova leftover (reference §2.2, §3.12; contract §9.6).
+"""Handlers for the ``migrations`` table, a nova leftover.
 
 Every function is admin only. Reads see deleted rows (Folsom's ``read_deleted="yes"``). Folsom's
 writes always failed on a foreign key to the absent ``instances`` table; here they work.

@@ -1,5 +1,5 @@
 """``quota_reserve``: reserves quota for a project, writing ``reservations`` and the ``quota_usages``
-rows they draw on (reference §3.1, §6; contract §3.2, §6, §9.8).
+rows they draw on. A negative delta taking a usage below zero is logged and reserved, as in Folsom.
 
 Locking: the project's usage rows are locked (``SELECT ... FOR UPDATE``) and a missing row is
 created inside a savepoint, re-read if a concurrent call created it first, so a project never gets
@@ -146,7 +146,8 @@ def _create_usage(tx: Connection, project_id: str, resource: str, until_refresh:
 
 
 def _needs_refresh(usage: Usage, created: bool, max_age: int) -> bool:
-    """Folsom's test, with max_age meaning "older than max_age seconds" (contract §9.8); counts
+    """Folsom's test, with max_age meaning "older than max_age seconds" (Folsom compared seconds
+    with a timedelta); counts
     ``until_refresh`` down (the caller writes the row back)."""
     if created or usage["in_use"] < 0:
         return True
@@ -167,7 +168,7 @@ def _refresh_usages(
     until_refresh: int,
     max_age: int,
 ) -> set[str]:
-    """Create missing usage rows and re-sync stale ones from the database (Folsom §3.1 steps 3-4);
+    """Create missing usage rows and re-sync stale ones from the database (Folsom's steps);
     return the resources whose rows changed (to write back)."""
     created = set()
     for resource in sorted(deltas):

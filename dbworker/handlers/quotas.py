@@ -1,5 +1,4 @@
-"""Handlers for the ``quotas``, ``quota_classes`` and ``quota_usages`` tables (reference §2.10-§2.12,
-§3.18; contract §9 items 1, 2, 15).
+"""Handlers for the ``quotas``, ``quota_classes`` and ``quota_usages`` tables.
 
 Project data (quotas, usages) is the caller's own for a user context; quota classes are global, with
 Folsom's check that a user reads only its own class in ``quota_class_get_all_by_name``. One live
@@ -86,7 +85,8 @@ def quota_destroy(tx: Session, ctx: RequestContext, project_id: str, resource: s
 
 @handler(auth=Auth.ADMIN, writes=True)
 def quota_destroy_all_by_project(tx: Session, ctx: RequestContext, project_id: str) -> None:
-    """Soft-delete the project's quotas, quota usages and reservations (contract §9.1)."""
+    """Soft-delete the project's quotas, quota usages and reservations (Folsom left the usages and
+    reservations live)."""
     for model in (Reservation, QuotaUsage, Quota):
         query = select(model).where(model.project_id == project_id, model.deleted == False)
         for row in tx.scalars(query.order_by(model.id).with_for_update()):
@@ -231,7 +231,7 @@ def quota_usage_update(
 ) -> QuotaUsage:
     """Set the usage's in_use, reserved and until_refresh and return it; raise QuotaUsageNotFound.
 
-    The seed names the project argument ``class_name``; it is accepted as an alias (contract §9.2).
+    The seed names the project argument ``class_name``; it is accepted as an alias.
     """
     if class_name is not None and project_id is not None and class_name != project_id:
         raise exception.InvalidInput(reason="project_id and its alias class_name differ")

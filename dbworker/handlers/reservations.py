@@ -1,4 +1,4 @@
-"""Handlers for the ``reservations`` table (reference §2.13, §3.2-§3.4, §3.18; contract §3.2, §6, §9).
+"""Handlers for the ``reservations`` table: commit, rollback, expire, and a project's listing.
 
 Commit, rollback and expire lock the reservations' usage rows, then the reservations, in id order
 (as ``quota_reserve``, in :mod:`dbworker.handlers.quota_reserve`, locks usages first), on Core
@@ -203,5 +203,5 @@ def reservation_rollback(tx: Connection, ctx: RequestContext, reservations: list
 
 @handler(auth=Auth.ADMIN, writes=True, retry_on_deadlock=True)
 def reservation_expire(tx: Connection, ctx: RequestContext) -> None:
-    """Roll back every live reservation whose ``expire`` has passed (contract §9.5)."""
+    """Roll back every live reservation whose ``expire`` has passed."""
     _settle(tx, _EXPIRED, {"now": utcnow()}, commit=False)

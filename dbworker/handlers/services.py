@@ -1,4 +1,4 @@
-"""Handlers for the ``services`` table (reference §2.1, §3.9). Every function is admin only."""
+"""Handlers for the ``services`` table. Every function is admin only."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def service_get_all_volume_sorted(
 ) -> list[tuple[Service, int]]:
     """Return ``[[service, gigabytes], ...]`` for the enabled live volume services, fewest
     gigabytes of live volumes first; services without volumes count 0 and come first on every
-    database (contract §9.12); ties go by service id."""
+    database; ties go by service id."""
     gigabytes = (
         select(Volume.host, func.sum(Volume.size).label("gigabytes"))
         .where(Volume.deleted == False)

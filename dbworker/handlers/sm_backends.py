@@ -1,5 +1,5 @@
 """Handlers for the storage-manager tables ``sm_backend_config``, ``sm_flavors`` and ``sm_volume``
-(reference §2.9; contract §3.1, §3.2, §9.3).
+(the storage manager's backends, flavors and volumes).
 
 Every function is admin only. Reads see deleted rows (Folsom's ``read_deleted="yes"``), deletes
 are hard deletes, and flavors are found by their label. Deleting a row that others still reference
@@ -115,7 +115,7 @@ def sm_flavor_delete(tx: Session, ctx: RequestContext, sm_flavor_id: str) -> Non
 @handler(auth=Auth.ADMIN)
 def sm_flavor_get(tx: Session, ctx: RequestContext, sm_flavor: str) -> SmFlavor:
     """Return the first flavor (by id, deleted or not) labelled ``sm_flavor``; raise NotFound
-    ("No sm_flavor called <label>"; Folsom raised KeyError, contract §9.3)."""
+    ("No sm_flavor called <label>"; Folsom raised KeyError)."""
     query = _all(ctx, SmFlavor).where(SmFlavor.label == sm_flavor)
     flavor = tx.scalars(query.order_by(SmFlavor.id).limit(1)).first()
     if flavor is None:

@@ -1,4 +1,4 @@
-"""Handlers for the ``snapshots`` table (reference §2.5; contract §9 items 11, 14, 15).
+"""Handlers for the ``snapshots`` table.
 
 Snapshots are project data: a user context reads and changes only its own project's snapshots,
 and creates snapshots only in its own project.
@@ -51,7 +51,7 @@ def snapshot_create(tx: Session, ctx: RequestContext, values: dict[str, Any]) ->
 @handler(auth=Auth.ADMIN, writes=True)
 def snapshot_destroy(tx: Session, ctx: RequestContext, snapshot_id: str) -> None:
     """Soft-delete the snapshot, keeping updated_at; raise SnapshotNotFound if it is missing or
-    already deleted (contract §9.14)."""
+    already deleted (Folsom deleted it again)."""
     live = model_query(ctx, Snapshot, read_deleted="no").where(Snapshot.id == snapshot_id)
     if tx.scalar(live) is None:
         raise exception.SnapshotNotFound(snapshot_id=snapshot_id)

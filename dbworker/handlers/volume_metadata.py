@@ -1,5 +1,5 @@
-"""Handlers for the ``volume_metadata`` and ``volume_admin_metadata`` tables (reference §2.6, §3.13;
-contract §3 for the admin family, with modern Cinder's signatures).
+"""Handlers for the ``volume_metadata`` and ``volume_admin_metadata`` tables (the admin family, which
+Folsom lacked, with modern Cinder's signatures, for admin contexts only).
 
 Each function first checks that the caller may see the volume (``VolumeNotFound`` otherwise, also
 for another project's volume); metadata values are stored in their Python string form.

@@ -1,7 +1,6 @@
-"""Handlers for the ``volume_types`` and ``volume_type_extra_specs`` tables (reference §2.7, §2.8,
-§3.14, §3.15).
+"""Handlers for the ``volume_types`` and ``volume_type_extra_specs`` tables.
 
-Volume types and their extra specs are global data, not project data (contract §3.1). A type's
+Volume types and their extra specs are global data, not project data: any context reads them. A type's
 name is unique among live types; extra-spec writes to a missing type raise VolumeTypeNotFound
 instead of storing orphan rows as Folsom did on SQLite.
 """

@@ -1,5 +1,4 @@
-"""Handlers for the ``volumes`` table (reference §2.4, §3.6-§3.8, §3.10, §3.11; contract §3, §4,
-§9.10-§9.15).
+"""Handlers for the ``volumes`` table.
 
 Every volume reply is built in one place, :func:`volume_records`, from two statements built once:
 the volumes joined to their live volume type, then a single ``UNION ALL`` of their live metadata,
@@ -184,7 +183,7 @@ def volume_records(
     **params: Any,
 ) -> list[Record]:
     """Return the volumes ``ctx`` may see that match the :data:`_WHERE` conditions named in
-    ``where`` (with their ``params``), by id, as reply records (contract §4): every column,
+    ``where`` (with their ``params``), by id, as reply records: every column,
     ``name``, the live ``metadata`` as a dict and as ``volume_metadata`` records, the live
     ``volume_type`` (with its ``extra_specs``) or null, and for an admin ``admin_metadata``.
     One statement, so one snapshot of the database."""
@@ -462,7 +461,7 @@ def volume_detached(tx: Session, ctx: RequestContext, volume_id: str, *, setting
 @handler(auth=Auth.ADMIN, writes=True)
 def volume_destroy(tx: Session, ctx: RequestContext, volume_id: str) -> None:
     """Soft-delete the live volume and its live metadata (updated_at kept) and free its iSCSI
-    targets; raise VolumeNotFound for a missing or already deleted volume (contract §9.14)."""
+    targets; raise VolumeNotFound for a missing or already deleted volume (Folsom deleted it again)."""
     live = model_query(ctx, Volume, read_deleted="no").where(Volume.id == volume_id)
     if tx.scalar(live.with_only_columns(Volume.id)) is None:
         raise exception.VolumeNotFound(volume_id=volume_id)

@@ -1,4 +1,4 @@
-"""The initial schema: Folsom's tables with contract §7's fixes.
+"""The initial schema: Folsom's tables with dbworker's fixes (see ``dbworker.models``).
 
 Folsom's column names and types (migrations 001 and 002), plus a unique ``(target_num, host)`` on
 ``iscsi_targets``, no foreign key to the absent ``instances`` table, the modern

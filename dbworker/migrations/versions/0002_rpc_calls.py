@@ -2,7 +2,8 @@
 
 The dispatcher inserts a row, in the call's own transaction, for every write call that came over
 RPC; a redelivery of a message whose call committed finds the key taken and is not run again
-(contract §6: at-most-once, also when the broker redelivers a request whose ack was lost).
+(at-most-once: a write call is not run twice, also when the broker redelivers a request whose
+ack was lost).
 ``dbworker-manage db purge`` deletes old rows (index on ``created_at``).
 
 Revision ID: 0002
