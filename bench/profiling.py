@@ -45,7 +45,7 @@ PHASES = (
     ("          delivery record (writes): _record_delivery", "dbworker/dispatch.py", "_record_delivery"),
     ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
     ("          query: the volume_create handler", "dbworker/handlers/volumes.py", "volume_create"),
-    ("            the reply: volume_reply", "dbworker/handlers/volumes.py", "volume_reply"),
+    ("            the reply: volume_reply", "dbworker/handlers/volume_replies.py", "volume_reply"),
     ("          serialize: to_primitive", "dbworker/serialize.py", "to_primitive"),
     ("          commit: Session.commit", "sqlalchemy/orm/session.py", "Session.commit"),
     ("          close: Session.close", "sqlalchemy/orm/session.py", "Session.close"),

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from dbworker.context import RequestContext
-from dbworker.handlers.volumes import MetadataModel, check_visible, live_metadata, write_metadata
+from dbworker.handlers.volume_replies import check_visible
+from dbworker.handlers.volumes import MetadataModel, live_metadata, write_metadata
 from dbworker.models import VolumeAdminMetadata, VolumeMetadata
 from dbworker.query import bulk_soft_delete, metadata_items
 from dbworker.registry import Auth, handler
