@@ -57,22 +57,22 @@ class CatalogueAPI:
 
 def _method(function: catalogue.Function) -> Callable[..., Any]:
     aliases = catalogue.ALIASES.get(function.name, {})
-    params = [p.replace(name=aliases.get(p.name, p.name)) for p in function.signature.parameters.values()]
-    signature = inspect.Signature(params)
+    caller_only = catalogue.CALLER_ONLY.get(function.name, {})
+    signature = function.signature
 
     def method(self: CatalogueAPI, context: Any, *args: Any, **kwargs: Any) -> Any:
         for old, new in aliases.items():
             if old in kwargs:
                 kwargs[new] = kwargs.pop(old)
         arguments = signature.bind(*args, **kwargs).arguments
-        for name in catalogue.LOCAL_ONLY:
+        for name in caller_only:
             arguments.pop(name, None)
         return self.call(context, function.name, **arguments)
 
     this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     ctx = inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     method.__name__ = method.__qualname__ = function.name
-    method.__signature__ = inspect.Signature([this, ctx, *params])  # type: ignore[attr-defined]
+    method.__signature__ = inspect.Signature([this, ctx, *signature.parameters.values()])  # type: ignore[attr-defined]
     method.__doc__ = f"``{function.name}(context, {str(signature)[1:]}``, served by the worker."
     return method
 
