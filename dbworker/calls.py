@@ -3,12 +3,15 @@
 :class:`CatalogueAPI` is generated from :mod:`dbworker.catalogue`, not written out per function.
 A method binds its arguments like the Cinder function would (``TypeError`` on a wrong call), encodes
 them for the wire, calls ``_invoke`` and decodes the reply's datetimes. The client sends the call
-over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors.
+over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors, and both
+say "no such function" with oslo.messaging's ``NoSuchMethod`` (:func:`no_such_method`), which is
+imported only when it is raised or a client is built.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +40,25 @@ def context_dict(context: Any) -> dict[str, Any]:
         return {}
     values = context if isinstance(context, dict) else context.to_dict()
     return {k: encode(values[k]) for k in CONTEXT_KEYS if values.get(k) is not None}
+
+
+def oslo_messaging() -> Any:
+    """Import and return oslo.messaging, when a client is built or an error raised, never at import.
+
+    oslo.messaging imports oslo.service, which fixes the process's backend (eventlet unless the
+    process chose one) and so imports eventlet, whose deprecation banner is about a library the
+    entries never use: it is silenced for that one import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        import oslo_messaging
+    return oslo_messaging
+
+
+def no_such_method(name: str) -> Exception:
+    """Return the error for a call of ``name``, which the worker does not serve: oslo.messaging's
+    ``NoSuchMethod``, the class an RPC caller gets, so callers catch one class for both entries."""
+    return oslo_messaging().NoSuchMethod(name)
 
 
 class CatalogueAPI:

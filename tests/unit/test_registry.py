@@ -125,14 +125,15 @@ def _dbworker_imports(module: str) -> set[str]:
 
 
 #: The only modules that speak oslo.messaging: the RPC edge, the daemon's wiring (cmd.py and its
-#: service.py), the two Python entries (the client, and api.py for NoSuchMethod) and
-#: dbworker-manage (its `call` command).
+#: service.py), the client, what the two Python entries share (calls.py: the one lazy import, for
+#: a client or a NoSuchMethod) and dbworker-manage (its `call` command). The in-process API
+#: (api.py) is not one of them.
 MESSAGING_MODULES = {
     "dbworker.rpc",
     "dbworker.cmd",
     "dbworker.service",
     "dbworker.client",
-    "dbworker.api",
+    "dbworker.calls",
     "dbworker.manage",
 }
 
