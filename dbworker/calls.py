@@ -18,7 +18,7 @@ from typing import Any
 from dbworker import catalogue
 from dbworker.wire import decode_reply, encode
 
-#: The context keys the worker reads (contract §3.1); others are not sent.
+#: The context keys the worker reads; others are not sent.
 CONTEXT_KEYS = (
     "user_id",
     "user",
