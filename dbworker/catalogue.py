@@ -54,9 +54,13 @@ def parse_signature(params: str) -> inspect.Signature:
     """Return the signature written as ``params`` (Python syntax, literal defaults, no types).
 
     Raises:
-        ValueError: ``params`` has positional-only, ``*args`` or ``**kwargs`` parameters.
+        ValueError: ``params`` is not Python, has a default that is not a literal, or has
+            positional-only, ``*args`` or ``**kwargs`` parameters.
     """
-    args = ast.parse(f"def f({params}): pass").body[0].args  # type: ignore[attr-defined]
+    try:
+        args = ast.parse(f"def f({params}): pass").body[0].args  # type: ignore[attr-defined]
+    except SyntaxError as err:
+        raise ValueError(f"({params}) is not a parameter list") from err
     if args.posonlyargs or args.vararg or args.kwarg:
         raise ValueError(f"({params}): only plain and keyword-only parameters travel")
     empty = inspect.Parameter.empty

@@ -81,6 +81,13 @@ def reply_shape(annotation: Any) -> Reply:
     return Reply.PLAIN
 
 
+def _is_literal(value: Any) -> bool:
+    try:
+        return bool(ast.literal_eval(repr(value)) == value)
+    except (ValueError, SyntaxError):
+        return False
+
+
 def wire_parameters(entry: Handler) -> str:
     """Return the handler's wire parameters after ``context`` as Python source, without types.
 
@@ -94,7 +101,7 @@ def wire_parameters(entry: Handler) -> str:
         if p.name in wire
     ]
     for p in params:
-        if p.default is not p.empty and ast.literal_eval(repr(p.default)) != p.default:
+        if p.default is not p.empty and not _is_literal(p.default):
             raise ValueError(f"{entry.name}: the default of {p.name!r} is not a literal")
     return str(inspect.Signature(params))[1:-1]
 

@@ -5,6 +5,7 @@ return annotation declares."""
 
 from __future__ import annotations
 
+import types
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from dbworker import catalogue, describe, models, wire
 from dbworker.calls import CatalogueAPI
 from dbworker.handlers import build_registry
 from dbworker.records import Record
+from dbworker.registry import Registry
 
 REGISTRY = build_registry()
 #: The catalogue as the handlers declare it now (not read from the committed description).
@@ -108,8 +110,36 @@ def test_keyword_only_wire_parameters_stay_keyword_only_for_callers():
 def test_a_signature_that_cannot_travel_is_refused():
     with pytest.raises(ValueError, match="only plain and keyword-only"):
         catalogue.parse_signature("*values")
+    with pytest.raises(ValueError, match="not a parameter list"):
+        catalogue.parse_signature("volume_id, volume_id=")
     with pytest.raises(ValueError, match="not a signature"):
         catalogue.functions({"plain": "volume_get"})
+
+
+def _registry(source: str) -> Registry:
+    """The registry of a module made of ``source`` (handlers marked with ``@handler``)."""
+    module = types.ModuleType("made")
+    exec(f"from dbworker.registry import handler\n{source}", module.__dict__)
+    return Registry.from_modules([module])
+
+
+def test_a_handler_describes_its_keyword_only_parameters_and_literal_defaults():
+    registry = _registry("@handler\ndef thing_get(tx, ctx, a, b=1, *, c=None, d) -> int:\n    return 0\n")
+    assert describe.describe(registry) == {"thing_get": ("a, b=1, *, c=None, d", wire.Reply.PLAIN)}
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        ("def thing_get(tx, ctx, a=frozenset()) -> int:", "not a literal"),
+        ("def thing_get(tx, ctx, a=object()) -> int:", "not a literal"),
+        ("def thing_get(tx, ctx):", "no return annotation"),
+    ],
+)
+def test_a_handler_a_caller_could_not_be_told_about_is_refused(source, match):
+    registry = _registry(f"@handler\n{source}\n    return 0\n")
+    with pytest.raises(ValueError, match=match):
+        describe.describe(registry)
 
 
 # --- reply shapes ---------------------------------------------------------------------------------
