@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from dbworker.calls import CatalogueAPI
+from dbworker.calls import CatalogueAPI, no_such_method
 from dbworker.context import RequestContext
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
@@ -35,11 +35,7 @@ class LocalAPI(CatalogueAPI):
         if name == "health":
             return self.dispatcher.health()
         if name not in self.dispatcher.registry:
-            # Imported here: oslo.messaging imports oslo.service, which picks its (eventlet)
-            # backend for the whole process; an in-process user must not pay for that.
-            from oslo_messaging import NoSuchMethod
-
-            raise NoSuchMethod(name)
+            raise no_such_method(name)
         ctx = RequestContext.from_dict(ctxt)
         with call_scope(ctx):
             return self.dispatcher.call(name, ctx, kwargs)

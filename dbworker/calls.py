@@ -3,19 +3,22 @@
 :class:`CatalogueAPI` is generated from :mod:`dbworker.catalogue`, not written out per function.
 A method binds its arguments like the Cinder function would (``TypeError`` on a wrong call), encodes
 them for the wire, calls ``_invoke`` and decodes the reply's datetimes. The client sends the call
-over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors.
+over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors, and both
+say "no such function" with oslo.messaging's ``NoSuchMethod`` (:func:`no_such_method`), which is
+imported only when it is raised or a client is built.
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from dbworker import catalogue
 from dbworker.wire import decode_reply, encode
 
-#: The context keys the worker reads (contract §3.1); others are not sent.
+#: The context keys the worker reads; others are not sent.
 CONTEXT_KEYS = (
     "user_id",
     "user",
@@ -39,6 +42,25 @@ def context_dict(context: Any) -> dict[str, Any]:
     return {k: encode(values[k]) for k in CONTEXT_KEYS if values.get(k) is not None}
 
 
+def oslo_messaging() -> Any:
+    """Import and return oslo.messaging, when a client is built or an error raised, never at import.
+
+    oslo.messaging imports oslo.service, which fixes the process's backend (eventlet unless the
+    process chose one) and so imports eventlet, whose deprecation banner is about a library the
+    entries never use: it is silenced for that one import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+        import oslo_messaging
+    return oslo_messaging
+
+
+def no_such_method(name: str) -> Exception:
+    """Return the error for a call of ``name``, which the worker does not serve: oslo.messaging's
+    ``NoSuchMethod``, the class an RPC caller gets, so callers catch one class for both entries."""
+    return oslo_messaging().NoSuchMethod(name)
+
+
 class CatalogueAPI:
     """Base of the client and the in-process API: every catalogue function as a method."""
 
@@ -57,22 +79,22 @@ class CatalogueAPI:
 
 def _method(function: catalogue.Function) -> Callable[..., Any]:
     aliases = catalogue.ALIASES.get(function.name, {})
-    params = [p.replace(name=aliases.get(p.name, p.name)) for p in function.signature.parameters.values()]
-    signature = inspect.Signature(params)
+    caller_only = catalogue.CALLER_ONLY.get(function.name, {})
+    signature = function.signature
 
     def method(self: CatalogueAPI, context: Any, *args: Any, **kwargs: Any) -> Any:
         for old, new in aliases.items():
             if old in kwargs:
                 kwargs[new] = kwargs.pop(old)
         arguments = signature.bind(*args, **kwargs).arguments
-        for name in catalogue.LOCAL_ONLY:
+        for name in caller_only:
             arguments.pop(name, None)
         return self.call(context, function.name, **arguments)
 
     this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     ctx = inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     method.__name__ = method.__qualname__ = function.name
-    method.__signature__ = inspect.Signature([this, ctx, *params])  # type: ignore[attr-defined]
+    method.__signature__ = inspect.Signature([this, ctx, *signature.parameters.values()])  # type: ignore[attr-defined]
     method.__doc__ = f"``{function.name}(context, {str(signature)[1:]}``, served by the worker."
     return method
 

@@ -14,29 +14,15 @@ from __future__ import annotations
 
 import sys
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
 from dbworker import catalogue, conf, exception
-from dbworker.calls import CatalogueAPI
+from dbworker.calls import CatalogueAPI, no_such_method, oslo_messaging
 
 if TYPE_CHECKING:
-    import oslo_messaging
-
-
-def _oslo_messaging() -> Any:
-    """Import oslo.messaging when a client or transport is built, not when this module is.
-
-    oslo.messaging imports oslo.service, which fixes the process's backend (eventlet unless the
-    process chose one) and so imports eventlet, whose deprecation banner is about a library the
-    client never uses: it is silenced for that one import.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
-        import oslo_messaging
-    return oslo_messaging
+    from oslo_messaging import Transport
 
 
 class Client(CatalogueAPI):
@@ -52,17 +38,16 @@ class Client(CatalogueAPI):
 
     def __init__(
         self,
-        transport: oslo_messaging.Transport,
+        transport: Transport,
         *,
         topic: str = "dbworker",
         timeout: float = 60,
         retry: int | None = None,
     ) -> None:
-        oslo_messaging = _oslo_messaging()
-        target = oslo_messaging.Target(topic=topic, version=catalogue.API_VERSION)
-        self._rpc = oslo_messaging.get_rpc_client(transport, target, timeout=timeout, retry=retry)
-        self._remote_error = oslo_messaging.RemoteError
-        self._no_such_method = oslo_messaging.NoSuchMethod
+        messaging = oslo_messaging()
+        target = messaging.Target(topic=topic, version=catalogue.API_VERSION)
+        self._rpc = messaging.get_rpc_client(transport, target, timeout=timeout, retry=retry)
+        self._remote_error = messaging.RemoteError
 
     def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         try:
@@ -71,7 +56,7 @@ class Client(CatalogueAPI):
             raise _local_error(err) from None
         except self._remote_error as err:
             if err.exc_type == "NoSuchMethod":
-                raise self._no_such_method(name) from None
+                raise no_such_method(name) from None
             raise
 
 
@@ -84,20 +69,16 @@ def _local_error(err: exception.CinderException) -> exception.CinderException:
     return cls(*err.args, **err.kwargs)
 
 
-def get_transport(config: cfg.ConfigOpts, url: str | None = None) -> oslo_messaging.Transport:
+def get_transport(config: cfg.ConfigOpts, url: str | None = None) -> Transport:
     """Return an RPC transport that rebuilds dbworker's typed errors."""
-    return _oslo_messaging().get_rpc_transport(
-        config, url=url, allowed_remote_exmods=catalogue.ALLOWED_EXMODS
-    )
+    return oslo_messaging().get_rpc_transport(config, url=url, allowed_remote_exmods=catalogue.ALLOWED_EXMODS)
 
 
 _default: Client | None = None
 _lock = threading.Lock()
 
 
-def configure(
-    config: cfg.ConfigOpts | None = None, transport: oslo_messaging.Transport | None = None
-) -> Client:
+def configure(config: cfg.ConfigOpts | None = None, transport: Transport | None = None) -> Client:
     """Set (and return) the client the module functions use, built from ``config``
     (default ``cfg.CONF``: ``[DEFAULT] transport_url``, ``[dbworker] topic`` and ``rpc_timeout``)."""
     global _default

@@ -97,8 +97,7 @@ def test_the_client_has_every_catalogue_function_with_cinders_signature():
     for name, function in catalogue.FUNCTIONS.items():
         params = list(inspect.signature(getattr(client, name)).parameters)
         assert params[0] == "context"
-        expected = [catalogue.ALIASES.get(name, {}).get(p, p) for p in function.signature.parameters]
-        assert params[1:] == expected, name
+        assert params[1:] == list(function.signature.parameters), name
     assert list(inspect.signature(client.volume_attached).parameters) == [
         "context",
         "volume_id",

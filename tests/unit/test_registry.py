@@ -1,5 +1,6 @@
-"""The registry's invariants: unique, non-reserved names; handlers that match the catalogue and
-live in their family's module; imports that go one way; the wire's datetime fields."""
+"""The registry's invariants: unique, non-reserved names; handlers that live in their family's
+module and are all called by the contract cases; imports that go one way; the wire's datetime
+fields. (The catalogue's signatures and reply shapes: test_catalogue.py.)"""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import ast
 import inspect
 import re
 import types
-import typing
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from seed_catalogue import SEED_SIGNATURES
 
 from dbworker import catalogue, models, wire
 from dbworker.handlers import MODULES, build_registry
-from dbworker.records import Record
 from dbworker.registry import Registry, handler
 
 REGISTRY = build_registry()
@@ -53,40 +53,12 @@ def test_only_functions_defined_in_a_module_are_collected_from_it():
 
 
 # --- handlers against the catalogue -------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_every_handler_takes_the_catalogue_wire_parameters(name):
-    """Names, order and defaults; a handler may also accept an alias's old name (contract §9.2),
-    and then the new name needs a default of its own."""
-    assert name in catalogue.FUNCTIONS, f"{name} is served but not in the catalogue"
-    aliases = catalogue.ALIASES.get(name, {})
-    served = [
-        (arg.name, "<alias>" if arg.name in aliases.values() else arg.default)
-        for arg in REGISTRY[name].args
-        if arg.name not in aliases
-    ]
-    expected = [
-        (p.name, "<alias>" if p.name in aliases.values() else p.default)
-        for p in catalogue.FUNCTIONS[name].wire_params
-    ]
-    assert served == expected
-
-
-def test_aliased_seed_parameters_are_served_under_their_new_name():
-    assert catalogue.ALIASES == {"quota_usage_update": {"class_name": "project_id"}}
-    params = [p.name for p in catalogue.FUNCTIONS["quota_usage_update"].wire_params]
-    assert params[0] == "project_id"
-
-
-def test_every_seed_function_has_a_handler():
-    assert sorted(catalogue.SEED_NAMES - set(REGISTRY)) == []
-
-
 def test_every_seed_function_is_called_by_the_contract_cases():
     """Each function appears in ``tests/contract`` as ``api.<name>(`` or ``"<name>"`` (a call by
     name), so the cases run it in process, over RPC and through the daemon."""
     cases = "".join(path.read_text() for path in (Path(__file__).parents[1] / "contract").glob("test_*.py"))
-    called = {name for name in catalogue.SEED_NAMES if re.search(rf"\bapi\.{name}\(|[\"']{name}[\"']", cases)}
-    assert sorted(catalogue.SEED_NAMES - called) == []
+    called = {name for name in SEED_SIGNATURES if re.search(rf"\bapi\.{name}\(|[\"']{name}[\"']", cases)}
+    assert sorted(set(SEED_SIGNATURES) - called) == []
 
 
 #: Which handler module serves a function, by name prefix (longest first) ...
@@ -103,7 +75,7 @@ FAMILY_PREFIXES = [
     ("reservation_", "reservations"),
     ("service_", "services"),
 ]
-#: ... except these, which live with the table they write (STYLE.md §2).
+#: ... except these, which live with the table they write (or else read).
 FAMILY_EXCEPTIONS = {
     "volume_allocate_iscsi_target": "iscsi_targets",
     "volume_get_iscsi_target_num": "iscsi_targets",
@@ -153,14 +125,15 @@ def _dbworker_imports(module: str) -> set[str]:
 
 
 #: The only modules that speak oslo.messaging: the RPC edge, the daemon's wiring (cmd.py and its
-#: service.py), the two Python entries (the client, and api.py for NoSuchMethod) and
-#: dbworker-manage (its `call` command).
+#: service.py), the client, what the two Python entries share (calls.py: the one lazy import, for
+#: a client or a NoSuchMethod) and dbworker-manage (its `call` command). The in-process API
+#: (api.py) is not one of them.
 MESSAGING_MODULES = {
     "dbworker.rpc",
     "dbworker.cmd",
     "dbworker.service",
     "dbworker.client",
-    "dbworker.api",
+    "dbworker.calls",
     "dbworker.manage",
 }
 
@@ -177,7 +150,8 @@ def test_only_the_rpc_edge_and_the_entries_import_oslo_messaging():
 
 @pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
 def test_handlers_never_import_the_machinery_around_them(module):
-    machinery = {"session", "dispatch", "rpc", "client", "api", "cmd", "service", "manage", "migration"}
+    machinery = {"session", "dispatch", "rpc", "cmd", "service", "manage", "migration"}
+    machinery |= {"client", "api", "calls", "catalogue", "describe"}  # the callers' side
     assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
 
 
@@ -186,7 +160,8 @@ def test_handlers_never_import_the_machinery_around_them(module):
     [
         ("dbworker.exception", set()),
         ("dbworker.models", set()),
-        ("dbworker.catalogue", {"dbworker.wire"}),
+        ("dbworker.catalogue", {"dbworker.wire", "dbworker.signatures"}),
+        ("dbworker.signatures", set()),
         ("dbworker.conf", set()),
         ("dbworker.context", {"dbworker.exception"}),
         ("dbworker.wire", {"dbworker.exception"}),
@@ -196,6 +171,19 @@ def test_handlers_never_import_the_machinery_around_them(module):
 )
 def test_the_leaf_modules_import_nothing_above_them(module, allowed):
     assert _dbworker_imports(module) <= allowed
+
+
+@pytest.mark.parametrize("module", ["dbworker.client", "dbworker.calls", "dbworker.catalogue"])
+def test_the_callers_modules_never_import_the_handlers_or_the_database_layer(module):
+    """The client's signatures come from the generated description, never from the handlers."""
+    database_side = {"handlers", "describe", "registry", "models", "records", "session", "dispatch"}
+    assert {name.split(".")[1] for name in _dbworker_imports(module)} & database_side == set()
+
+
+def test_only_tests_import_the_describer():
+    """describe.py imports every handler: it writes signatures.py and runs in tests, never in a
+    worker or a caller."""
+    assert [module for module, names in SOURCES.items() if "dbworker.describe" in names] == []
 
 
 def test_the_dispatcher_never_imports_the_handlers():
@@ -211,27 +199,6 @@ def test_the_wire_datetime_fields_are_exactly_the_datetime_columns():
         if isinstance(column.type, sa.DateTime)
     }
     assert columns == wire.DATETIME_FIELDS
-
-
-def _shape_of(annotation) -> wire.Reply:
-    """The reply shape a handler's return annotation promises (its rows become records)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    row = lambda t: isinstance(t, type) and issubclass(t, models.Base | Record)  # noqa: E731
-    if row(annotation) or (origin in (typing.Union, types.UnionType) and any(map(row, args))):
-        return wire.Reply.RECORD
-    if origin is list and row(args[0]):
-        return wire.Reply.RECORDS
-    if origin is list and typing.get_origin(args[0]) is tuple and row(typing.get_args(args[0])[0]):
-        return wire.Reply.RECORD_PAIRS
-    if origin is dict and row(args[1]):
-        return wire.Reply.RECORDS_BY_NAME
-    return wire.Reply.PLAIN
-
-
-def test_the_catalogues_reply_shapes_are_what_the_handlers_return():
-    shapes = {name: _shape_of(typing.get_type_hints(h.fn)["return"]) for name, h in REGISTRY.items()}
-    assert shapes == {name: catalogue.reply_shape(name) for name in REGISTRY}
-    assert set(catalogue.REPLIES) <= set(catalogue.FUNCTIONS)
 
 
 def test_a_handler_signature_starts_with_tx_and_ctx():
