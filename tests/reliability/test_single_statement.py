@@ -12,8 +12,8 @@ from testenv import DB_FIXTURE_DATABASES, service_url
 from dbworker.api import LocalAPI
 from dbworker.handlers import build_registry
 from dbworker.records import PreparedRead
-from dbworker.session import make_engine
 from dbworker.registry import Auth
+from dbworker.session import make_engine
 from dbworker.testing import kill_database_sessions
 
 REGISTRY = build_registry()
