@@ -8,16 +8,14 @@ strictly (:func:`encode`); replies are decoded back to ``datetime`` for the Pyth
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
-from dbworker import exception
+from dbworker.times import TIME_FORMAT as TIME_FORMAT
+from dbworker.times import format_time
 
 #: JSON-safe data: what crosses the wire in both directions.
 Primitive = None | bool | int | float | str | list["Primitive"] | dict[str, "Primitive"]
-
-#: Naive UTC, microseconds always present: oslo's PERFECT_TIME_FORMAT.
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 #: Record keys that hold datetimes (every DateTime column of dbworker.models; a test checks it).
 DATETIME_FIELDS = frozenset(
@@ -31,39 +29,6 @@ DATETIME_FIELDS = frozenset(
         "expire",
     }
 )
-
-
-def format_time(value: datetime) -> str:
-    """Return ``value`` as a wire string; an aware datetime is converted to UTC first."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")  # TIME_FORMAT, four-digit year, and faster
-
-
-def parse_time(value: Any, name: str) -> datetime | None:
-    """Parse an ISO 8601 argument into a naive UTC datetime; ``None`` stays ``None``.
-
-    Raises:
-        InvalidInput: naming ``name``, when ``value`` is not an ISO 8601 string (or a datetime).
-    """
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise exception.InvalidInput(
-                reason=f"{name}: {value[:64]!r} is not an ISO 8601 datetime"
-            ) from None
-    else:
-        raise exception.InvalidInput(
-            reason=f"{name}: expected an ISO 8601 datetime string, got {type(value).__name__}"
-        )
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 def encode(value: Any) -> Primitive:
@@ -91,7 +56,7 @@ def encode(value: Any) -> Primitive:
 
 
 class Reply(enum.Enum):
-    """The shape of a function's reply, which says where its datetimes are (contract §4).
+    """The shape of a function's reply, which says where its datetimes are.
 
     A record is a dict of a row's columns plus its computed fields; its datetime columns are
     :data:`DATETIME_FIELDS`, and a volume record nests its type (a record) and its
