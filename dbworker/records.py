@@ -1,9 +1,9 @@
-"""Reply records built straight from result rows: the hot path's half of contract §4.
+"""Reply records built straight from result rows: the hot path's half of a call's reply.
 
 A handler on the hot path runs Core statements built once and maps their rows to records with a
 :class:`Mapper` per table, without the ORM's identity map or loaders. The records are
-:class:`Record` dicts: JSON data by construction (columns of known types, datetimes already wire
-strings), which the dispatcher passes through without walking them again.
+:class:`~dbworker.wire.Record` dicts: JSON data by construction (columns of known types, datetimes
+already wire strings), which the wire encoding passes through without walking them again.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from sqlalchemy import CompoundSelect, Connection, DateTime, Select, Table
 from sqlalchemy.engine import Dialect
 
 from dbworker.session import raise_driver_error
-from dbworker.wire import format_time
-
-
-class Record(dict[str, Any]):
-    """One reply record (a row's columns plus its computed fields), already JSON data."""
+from dbworker.times import format_time
+from dbworker.wire import Record as Record  # the handlers' name for it: dbworker.records.Record
 
 
 class Mapper:
     """Maps a table's columns, found at ``offset`` in a result row, to the table's record.
 
     ``select(*table.c)`` (or a join listing ``*table.c`` at ``offset``) gives the row; every
-    column becomes a key (contract §4: a record has all its columns), datetimes as wire strings.
+    column becomes a key (a record has all its columns), datetimes as wire strings.
     """
 
     def __init__(self, table: Table, offset: int = 0) -> None:
