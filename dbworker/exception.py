@@ -1,7 +1,7 @@
 """Every error a dbworker caller can see, with Cinder's class names, hierarchy, templates and codes.
 
-Each class takes ``(message=None, **kwargs)`` and keeps JSON-safe ``kwargs`` (``code`` included), so
-oslo.messaging rebuilds it on the caller as ``cls(*args, **kwargs)`` when this module is listed in
+Each class takes ``(message=None, **kwargs)`` and keeps ``kwargs`` (``code`` included) as JSON data,
+so oslo.messaging rebuilds it on the caller as ``cls(*args, **kwargs)`` when this module is listed in
 ``allowed_remote_exmods``. A raw caller sees ``RemoteError`` whose ``exc_type`` is the class name.
 """
 
@@ -10,20 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from dbworker import wire
+
 LOG = logging.getLogger(__name__)
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [_json_safe(v) for v in items]
-    return str(value)
 
 
 class CinderException(Exception):
@@ -33,6 +22,10 @@ class CinderException(Exception):
     formatting, as in Cinder. ``commit_first`` marks errors raised after the call's writes are kept
     (``OverQuota`` from ``quota_reserve``); ``expected`` errors are business outcomes, logged at
     debug level without a traceback.
+
+    ``kwargs`` holds each keyword argument as :func:`dbworker.wire.encode` converts it, plus
+    ``code``. A value it refuses is left out of ``kwargs`` and logged at ERROR (class, keyword,
+    type); the error keeps its class, and its message formats that value as it was given.
     """
 
     message: ClassVar[str] = "An unknown exception occurred."
@@ -43,14 +36,21 @@ class CinderException(Exception):
     expected: ClassVar[bool] = True
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        kwargs = {k: _json_safe(v) for k, v in kwargs.items()}
-        kwargs.setdefault("code", self.code)
-        self.kwargs = kwargs
-        if not message:
+        self.kwargs: dict[str, wire.Primitive] = {}
+        refused: dict[str, Any] = {}
+        for key, value in kwargs.items():
             try:
-                message = self.message % kwargs
+                self.kwargs[key] = wire.encode(value)
+            except TypeError as err:  # a dbworker bug to fix, not a reason to lose the error's class
+                LOG.error("%s: keyword %s left out of the error's kwargs: %s", type(self).__name__, key, err)
+                refused[key] = value
+        self.kwargs.setdefault("code", self.code)
+        if not message:
+            values = {**refused, **self.kwargs}
+            try:
+                message = self.message % values
             except (KeyError, TypeError, ValueError):
-                LOG.error("Could not format %s with %s", type(self).__name__, sorted(kwargs))
+                LOG.error("Could not format %s with %s", type(self).__name__, sorted(values))
                 message = self.message
         self.msg = message
         super().__init__(message)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from dbworker import exception, models
 from dbworker.context import RequestContext
-from dbworker.wire import parse_time
+from dbworker.times import parse_time
 
 M = TypeVar("M", bound=models.Base)
 
@@ -164,7 +164,14 @@ def check_datetime(key: str, value: Any) -> datetime:
     Raises:
         InvalidInput: naming ``key``: not ISO 8601, or a year before 1000 (MySQL's DATETIME range).
     """
-    parsed = parse_time(value, key)
+    try:
+        parsed = None if value is None else parse_time(value)
+    except ValueError:
+        raise exception.InvalidInput(reason=f"{key}: {value[:64]!r} is not an ISO 8601 datetime") from None
+    except TypeError:
+        raise exception.InvalidInput(
+            reason=f"{key}: expected an ISO 8601 datetime string, got {type(value).__name__}"
+        ) from None
     if parsed is None or parsed.year < 1000:
         raise exception.InvalidInput(reason=f"{key}: a datetime from the year 1000 on is required")
     return parsed

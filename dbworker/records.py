@@ -2,8 +2,8 @@
 
 A handler on the hot path runs Core statements built once and maps their rows to records with a
 :class:`Mapper` per table, without the ORM's identity map or loaders. The records are
-:class:`Record` dicts: JSON data by construction (columns of known types, datetimes already wire
-strings), which the dispatcher passes through without walking them again.
+:class:`~dbworker.wire.Record` dicts: JSON data by construction (columns of known types, datetimes
+already wire strings), which the wire encoding passes through without walking them again.
 """
 
 from __future__ import annotations
@@ -15,11 +15,8 @@ from sqlalchemy import CompoundSelect, Connection, DateTime, Select, Table
 from sqlalchemy.engine import Dialect
 
 from dbworker.session import raise_driver_error
-from dbworker.wire import format_time
-
-
-class Record(dict[str, Any]):
-    """One reply record (a row's columns plus its computed fields), already JSON data."""
+from dbworker.times import format_time
+from dbworker.wire import Record as Record  # the handlers' name for it: dbworker.records.Record
 
 
 class Mapper:

@@ -1,8 +1,10 @@
-"""Turn what a handler returns into the JSON reply of contract §4, inside the call's transaction.
+"""Turn what a handler returns into the call's JSON reply, inside the call's transaction.
 
-A row becomes a dict of all its columns plus the computed fields of its model (:data:`_EXTRAS`).
-Only relationships a handler eager-loaded are read (they are ``lazy="raise"``), so a forgotten
-``selectinload`` fails a test instead of issuing N+1 queries. Anything that is not JSON data raises
+The reply is :func:`dbworker.wire.encode`'s JSON data, with one rule added for ORM rows: a row
+becomes a dict of all its columns plus the computed fields of its model (:data:`_EXTRAS`). Only
+relationships a handler eager-loaded are read (they are ``lazy="raise"``), so a forgotten
+``selectinload`` fails a test instead of issuing N+1 queries. Records built by the hot path
+(:class:`dbworker.wire.Record`) pass through as they are. Anything that is not JSON data raises
 ``TypeError``: an encoding bug becomes an immediate error reply, never a caller timeout.
 """
 
@@ -10,16 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase
 
 from dbworker import models
-from dbworker.records import Record
-from dbworker.wire import Primitive, format_time
+from dbworker.wire import Primitive, encode
 
 
 @dataclass(frozen=True)
@@ -29,46 +28,40 @@ class View:
     volume_name_template: str = "volume-%s"
     snapshot_name_template: str = "snapshot-%s"
 
+    def row(self, value: Any) -> dict[str, Primitive]:
+        """Return ``value``, an ORM row, as its record (:func:`record`).
+
+        Raises:
+            TypeError: ``value`` is not an ORM row.
+        """
+        if isinstance(value, DeclarativeBase):
+            return record(value, self)
+        raise TypeError(f"{type(value).__name__} is not JSON data")
+
 
 def to_primitive(obj: Any, view: View) -> Primitive:
-    """Return ``obj`` (rows, lists, tuples, dicts, scalars) as JSON-safe data.
+    """Return ``obj`` (rows, records, lists, tuples, dicts, scalars) as JSON data: ORM rows as
+    their records, everything else by :func:`dbworker.wire.encode`'s rules.
 
     Raises:
-        TypeError: ``obj`` holds a value with no JSON form.
+        TypeError: ``obj`` holds a value with no JSON form (a mapping that is not a ``dict`` or a
+            row included).
     """
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    if type(obj) is Record:  # built from typed columns: JSON data already
-        return obj
-    if isinstance(obj, DeclarativeBase):
-        return record(obj, view)
-    if isinstance(obj, dict):
-        return {_key(k): to_primitive(v, view) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_primitive(v, view) for v in obj]
-    if isinstance(obj, datetime):
-        return format_time(obj)
-    if isinstance(obj, Decimal):
-        return int(obj) if obj == obj.to_integral_value() else float(obj)
-    raise TypeError(f"cannot put {type(obj).__name__} on the wire")
+    return encode(obj, view.row)
 
 
 def record(row: DeclarativeBase, view: View) -> dict[str, Primitive]:
-    """Return one row as a dict of all its columns plus its model's computed fields."""
+    """Return one row as a dict of all its columns plus its model's computed fields.
+
+    Raises:
+        TypeError: a column holds a value with no JSON form.
+    """
     mapper = inspect(row).mapper
-    out: dict[str, Primitive] = {
-        attr.key: to_primitive(getattr(row, attr.key), view) for attr in mapper.column_attrs
-    }
+    out: dict[str, Primitive] = {attr.key: encode(getattr(row, attr.key)) for attr in mapper.column_attrs}
     extras = _EXTRAS.get(type(row))
     if extras is not None:
         out.update(extras(row, view))
     return out
-
-
-def _key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    raise TypeError(f"dict key {key!r} is not a string")
 
 
 def _metadata_dict(rows: list[Any]) -> dict[str, Primitive]:

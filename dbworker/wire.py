@@ -1,23 +1,26 @@
 """The wire format shared by the worker and its Python callers; no SQLAlchemy, no oslo.
 
-Datetimes travel as naive-UTC ISO strings in one format, :data:`TIME_FORMAT`. Arguments are encoded
-strictly (:func:`encode`); replies are decoded back to ``datetime`` for the Python entries
-(:func:`decode_reply`), by the shape each function declares (:class:`Reply`).
+Everything that crosses the wire is JSON data (:data:`Primitive`), made by one converter,
+:func:`encode`: a call's arguments (the Python entries), its reply (the dispatcher, through
+:func:`dbworker.serialize.to_primitive`) and the ``kwargs`` of its errors (:mod:`dbworker.exception`).
+Datetimes travel as naive-UTC ISO strings in one format, :data:`TIME_FORMAT`. Replies are decoded
+back to ``datetime`` for the Python entries (:func:`decode_reply`), by the shape each function
+declares (:class:`Reply`).
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from dbworker import exception
+from dbworker.times import TIME_FORMAT as TIME_FORMAT
+from dbworker.times import format_time
 
 #: JSON-safe data: what crosses the wire in both directions.
 Primitive = None | bool | int | float | str | list["Primitive"] | dict[str, "Primitive"]
-
-#: Naive UTC, microseconds always present: oslo's PERFECT_TIME_FORMAT.
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 #: Record keys that hold datetimes (every DateTime column of dbworker.models; a test checks it).
 DATETIME_FIELDS = frozenset(
@@ -33,65 +36,85 @@ DATETIME_FIELDS = frozenset(
 )
 
 
-def format_time(value: datetime) -> str:
-    """Return ``value`` as a wire string; an aware datetime is converted to UTC first."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")  # TIME_FORMAT, four-digit year, and faster
+class Record(dict[str, Any]):
+    """One reply record (a row's columns plus its computed fields), built as JSON data.
+
+    :class:`dbworker.records.Mapper` builds them from typed columns, datetimes already in
+    :data:`TIME_FORMAT`; :func:`encode` passes one through as it is, without walking it.
+    """
 
 
-def parse_time(value: Any, name: str) -> datetime | None:
-    """Parse an ISO 8601 argument into a naive UTC datetime; ``None`` stays ``None``.
+#: Exact types whose values are JSON data as they are (subclasses go through the rules).
+_AS_IS = frozenset({str, int, float, bool, type(None), Record})
+
+
+def encode(value: Any, other: Callable[[Any], Primitive] | None = None) -> Primitive:
+    """Return ``value`` as JSON data, by these rules (the first that matches):
+
+    * ``None``, ``bool``, ``int``, ``float``, ``str`` (subclasses included): as they are
+      (floats too: NaN and infinities are checked where a number is expected, not here).
+    * :class:`Record`: as it is, not walked (JSON data by construction).
+    * ``dict``: a dict of the same keys, each value encoded; every key must be a ``str``.
+    * ``list``, ``tuple``: a list, each item encoded.
+    * ``datetime``: a :data:`TIME_FORMAT` string, naive UTC (an aware one is converted to UTC).
+    * ``date``: ``YYYY-MM-DD``.
+    * ``Decimal`` (SQL sums and numerics): an ``int`` when integral, else a ``float``.
+    * anything else: ``other(value)`` when ``other`` is given (the caller's own types, such as
+      ORM rows; it returns JSON data or raises ``TypeError``); without ``other``, an object with
+      ``keys()`` and ``__getitem__`` (a Folsom model, a SQLAlchemy ``RowMapping``) becomes a
+      dict of its keys, which must be ``str``, to their values encoded.
+
+    Nothing is turned into text by ``str()``: sets (no order), bytes, uuids, exceptions and every
+    other type are refused.
 
     Raises:
-        InvalidInput: naming ``name``, when ``value`` is not an ISO 8601 string (or a datetime).
+        TypeError: naming the type, for a value (at any depth) no rule converts, or a key that is
+            not a ``str``.
     """
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise exception.InvalidInput(
-                reason=f"{name}: {value[:64]!r} is not an ISO 8601 datetime"
-            ) from None
-    else:
-        raise exception.InvalidInput(
-            reason=f"{name}: expected an ISO 8601 datetime string, got {type(value).__name__}"
-        )
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    kind = type(value)
+    if kind in _AS_IS:
+        return value
+    if kind is dict:
+        return {
+            (k if type(k) is str else _key(k)): (v if type(v) in _AS_IS else encode(v, other))
+            for k, v in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [v if type(v) in _AS_IS else encode(v, other) for v in value]
+    if kind is datetime:
+        return format_time(value)
+    return _encode_other(value, other)
 
 
-def encode(value: Any) -> Primitive:
-    """Return ``value`` as JSON-safe data for an argument; datetimes become wire strings.
-
-    Raises:
-        TypeError: for anything that is not JSON data (no lenient ``str()`` fallback).
-    """
-    if value is None or isinstance(value, bool | int | float | str):
+def _encode_other(value: Any, other: Callable[[Any], Primitive] | None) -> Primitive:
+    """:func:`encode`'s rules for subclasses and the rarer types, in the same order."""
+    if isinstance(value, str | int | float):  # bool is an int
         return value
     if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError("dict keys on the wire must be strings")
-        return {k: encode(v) for k, v in value.items()}
+        return {_key(k): encode(v, other) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [encode(v) for v in value]
+        return [encode(v, other) for v in value]
     if isinstance(value, datetime):
         return format_time(value)
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+    if other is not None:
+        return other(value)
     if hasattr(value, "keys") and hasattr(value, "__getitem__"):
-        # Row-like mappings (Folsom callers pass models, e.g. reservation_create's usage).
-        return {str(k): encode(value[k]) for k in value.keys()}  # noqa: SIM118
+        return {_key(k): encode(value[k]) for k in value.keys()}  # noqa: SIM118
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    raise TypeError(f"dict key {key!r} is not a string")
+
+
 class Reply(enum.Enum):
-    """The shape of a function's reply, which says where its datetimes are (contract §4).
+    """The shape of a function's reply, which says where its datetimes are.
 
     A record is a dict of a row's columns plus its computed fields; its datetime columns are
     :data:`DATETIME_FIELDS`, and a volume record nests its type (a record) and its

@@ -3,8 +3,11 @@ raises it, the caller gets the same class, message and kwargs back."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 import oslo_messaging
@@ -43,6 +46,10 @@ class Raiser:
     @oslo_messaging.expected_exceptions(exception.CinderException)
     def raise_error(self, ctxt: dict, error: str, kwargs: dict) -> None:
         raise getattr(exception, error)(**kwargs)
+
+    @oslo_messaging.expected_exceptions(exception.CinderException)
+    def raise_with_a_uuid(self, ctxt: dict) -> None:
+        raise exception.VolumeNotFound(volume_id=uuid.UUID(int=1))
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +174,50 @@ def test_the_handlers_raise_only_classes_of_the_exception_module():
     for path in root.rglob("*.py"):
         raised |= set(re.findall(r"raise exception\.(\w+)", path.read_text()))
     assert raised and raised <= {cls.__name__ for cls in CLASSES}
+
+
+# --- kwargs are JSON data -------------------------------------------------------------------------
+def test_over_quota_keeps_its_overs_quotas_and_usages_as_json_data():
+    # What quota_reserve raises: resource names, the caller's limits, the project's usages.
+    usages = {"gigabytes": {"in_use": 10, "reserved": 2}, "volumes": {"in_use": 1, "reserved": 0}}
+    error = exception.OverQuota(overs=["gigabytes"], quotas={"gigabytes": 10, "volumes": None}, usages=usages)
+
+    assert error.kwargs == {
+        "overs": ["gigabytes"],
+        "quotas": {"gigabytes": 10, "volumes": None},
+        "usages": usages,
+        "code": 500,
+    }
+    assert str(error) == "Quota exceeded for resources: ['gigabytes']"
+    assert json.loads(json.dumps(error.kwargs)) == error.kwargs
+
+
+def test_error_kwargs_are_converted_by_the_wire_rules():
+    error = exception.InvalidReservationExpiration(expire=datetime(2012, 9, 26, 1, 2, 3), extra=("a", "b"))
+    assert error.kwargs == {"expire": "2012-09-26T01:02:03.000000", "extra": ["a", "b"], "code": 400}
+    assert str(error) == "Invalid reservation expiration 2012-09-26T01:02:03.000000."
+
+
+@pytest.mark.parametrize(
+    "value", [uuid.UUID(int=1), frozenset({"gigabytes"}), ValueError("boom"), {1: "x"}], ids=repr
+)
+def test_a_kwarg_that_is_not_json_is_left_out_and_logged_and_the_error_keeps_its_class(caplog, value):
+    with caplog.at_level(logging.ERROR, logger="dbworker.exception"):
+        error = exception.VolumeNotFound(volume_id=value, host="h")
+
+    assert type(error) is exception.VolumeNotFound
+    assert error.kwargs == {"host": "h", "code": 404}
+    assert str(error) == f"Volume {value} could not be found."  # the message still names it
+    (logged,) = [r for r in caplog.records if r.name == "dbworker.exception"]
+    assert logged.levelno == logging.ERROR
+    assert "VolumeNotFound: keyword volume_id left out" in logged.getMessage()
+    rebuilt = type(error)(*error.args, **error.kwargs)
+    assert (type(rebuilt), str(rebuilt), rebuilt.kwargs) == (type(error), str(error), error.kwargs)
+
+
+def test_a_kwarg_that_is_not_json_still_reaches_the_caller_as_the_typed_error(dbworker_client):
+    with pytest.raises(exception.VolumeNotFound) as caught:
+        dbworker_client.call({}, "raise_with_a_uuid")
+
+    assert str(caught.value) == f"Volume {uuid.UUID(int=1)} could not be found."
+    assert caught.value.kwargs == {"code": 404}

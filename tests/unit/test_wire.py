@@ -8,8 +8,10 @@ import pytest
 
 from dbworker import exception
 from dbworker.context import RequestContext
+from dbworker.query import check_datetime
 from dbworker.serialize import View, to_primitive
-from dbworker.wire import Reply, decode_reply, encode, format_time, parse_time
+from dbworker.times import format_time, parse_time
+from dbworker.wire import Reply, decode_reply, encode
 
 
 def test_datetimes_travel_as_naive_utc_with_microseconds():
@@ -28,13 +30,31 @@ def test_datetimes_travel_as_naive_utc_with_microseconds():
     ],
 )
 def test_parse_time_reads_iso_8601_into_naive_utc(text, expected):
-    assert parse_time(text, "begin") == expected
+    assert parse_time(text) == expected
+    assert check_datetime("begin", text) == expected
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "2012-13-01", 12, ["2012-01-01"]])
-def test_parse_time_rejects_anything_else_naming_the_argument(bad):
-    with pytest.raises(exception.InvalidInput, match="begin"):
-        parse_time(bad, "begin")
+@pytest.mark.parametrize(
+    ("bad", "error", "reason"),
+    [
+        ("yesterday", ValueError, "begin: 'yesterday' is not an ISO 8601 datetime"),
+        ("2012-13-01", ValueError, "begin: '2012-13-01' is not an ISO 8601 datetime"),
+        (12, TypeError, "begin: expected an ISO 8601 datetime string, got int"),
+        (["2012-01-01"], TypeError, "begin: expected an ISO 8601 datetime string, got list"),
+    ],
+)
+def test_a_datetime_argument_that_is_not_iso_8601_is_invalid_input_naming_it(bad, error, reason):
+    with pytest.raises(error):
+        parse_time(bad)
+    with pytest.raises(exception.InvalidInput) as caught:
+        check_datetime("begin", bad)
+    assert caught.value.kwargs["reason"] == reason
+
+
+@pytest.mark.parametrize("bad", [None, "0999-12-31T23:59:59"])
+def test_a_datetime_argument_needs_a_year_from_1000_on(bad):
+    with pytest.raises(exception.InvalidInput, match="begin: a datetime from the year 1000 on is required"):
+        check_datetime("begin", bad)
 
 
 def test_encode_is_strict():
