@@ -21,9 +21,8 @@ from typing import Any
 
 from dbworker.handlers import build_registry
 from dbworker.models import Base
-from dbworker.records import Record
 from dbworker.registry import Handler
-from dbworker.wire import Reply
+from dbworker.wire import Record, Reply
 
 #: The generated module, next to this one.
 TARGET = Path(__file__).with_name("signatures.py")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from dbworker.session import raise_driver_error
 from dbworker.times import format_time
-from dbworker.wire import Record as Record  # the handlers' name for it: dbworker.records.Record
+from dbworker.wire import Record
 
 
 class Mapper:

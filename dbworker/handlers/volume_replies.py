@@ -35,8 +35,9 @@ from dbworker import exception
 from dbworker.context import RequestContext
 from dbworker.models import Volume, VolumeAdminMetadata, VolumeMetadata, VolumeType, VolumeTypeExtraSpecs
 from dbworker.query import connection_of
-from dbworker.records import Mapper, PreparedRead, Record
+from dbworker.records import Mapper, PreparedRead
 from dbworker.settings import Settings
+from dbworker.wire import Record
 
 VOLUMES = Volume.__table__
 _TYPES = VolumeType.__table__

@@ -46,9 +46,9 @@ from dbworker.query import (
     model_query,
     soft_delete,
 )
-from dbworker.records import Record
 from dbworker.registry import Auth, handler
 from dbworker.settings import Settings
+from dbworker.wire import Record
 
 
 # --- reads ----------------------------------------------------------------------------------------

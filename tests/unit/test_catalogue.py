@@ -15,8 +15,8 @@ from seed_catalogue import SEED_SIGNATURES, parse
 from dbworker import catalogue, describe, models, wire
 from dbworker.calls import CatalogueAPI
 from dbworker.handlers import build_registry
-from dbworker.records import Record
 from dbworker.registry import Registry
+from dbworker.wire import Record
 
 REGISTRY = build_registry()
 #: The catalogue as the handlers declare it now (not read from the committed description).
