@@ -1,6 +1,7 @@
 """The dispatcher: one handler call, one transaction, one JSON reply, one log line.
 
-It checks authorization and arguments, runs the handler in its own transaction, serializes the reply
+It has the handler admit the call (authorization, then the arguments: :meth:`Handler.admit`, before
+anything is read or written), runs the handler in its own transaction, serializes the reply
 *inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
 connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
 
@@ -28,8 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dbworker import __version__, exception
 from dbworker.context import RequestContext
 from dbworker.models import RpcCall, utcnow
-from dbworker.query import check_int, check_string
-from dbworker.registry import Auth, Handler, Registry, accepted_types
+from dbworker.registry import Handler, Registry
 from dbworker.serialize import View, to_primitive
 from dbworker.session import is_deadlock, is_disconnect, raise_driver_error, transaction_options
 from dbworker.settings import DEFAULT_SETTINGS, Settings
@@ -156,17 +156,7 @@ class Dispatcher:
     def _call(
         self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], delivery_id: str | None
     ) -> Primitive:
-        _authorize(handler, ctx)
-        bound = handler.bind(kwargs)
-        _check_storable(handler, bound)
-        if (
-            handler.project_arg is not None
-            and ctx.is_user
-            and bound.get(handler.project_arg) != ctx.project_id
-        ):
-            raise exception.NotAuthorized()
-        if handler.needs_settings:
-            bound["settings"] = self.settings
+        bound = handler.admit(ctx, kwargs, self.settings)
         view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
@@ -330,30 +320,6 @@ def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: st
         tx.execute(_INSERT_RECORD, {"unique_id": delivery_id, "method": handler.name, "created_at": utcnow()})
     except db_exc.DBDuplicateEntry:
         raise Redelivered(delivery_id) from None
-
-
-def _authorize(handler: Handler, ctx: RequestContext) -> None:
-    if handler.auth is Auth.ADMIN and not ctx.is_admin:
-        raise exception.AdminRequired()
-    if handler.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
-        raise exception.NotAuthorized()
-
-
-def _check_storable(handler: Handler, bound: Mapping[str, Any]) -> None:
-    """Refuse, as InvalidInput naming the argument, a scalar argument no column holds, which a
-    driver would reject with a raw error: a string (or list item) with a NUL byte or a lone
-    surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are checked
-    by the handlers, key by key."""
-    for arg in handler.args:
-        value = bound[arg.name]
-        if isinstance(value, str):
-            check_string(f"argument {arg.name!r}", value, None)
-        elif isinstance(value, int) and int in (accepted_types(arg.annotation) or ()):
-            check_int(f"argument {arg.name!r}", value)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if isinstance(item, str):
-                    check_string(f"argument {arg.name!r}", item, None)
 
 
 def _db_code(err: Exception) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dbworker import exception, settings
+from dbworker import context, exception, query, settings
 
 _MARK = "__dbworker_handler__"
 _RESERVED = frozenset({"target", "health"})
@@ -49,13 +49,13 @@ class Arg:
 
 @dataclass(frozen=True)
 class Handler:
-    """A registered RPC handler and what the dispatcher must know to run it.
+    """A registered RPC handler: its declaration, and the checks a call must pass to run it.
 
     ``core`` handlers annotate ``tx`` as a SQLAlchemy ``Connection`` (Core statements, no ORM
     session); the others get a ``Session``. A ``single_statement`` handler reads with exactly one
     statement, which sees one snapshot by itself: it runs without a transaction (autocommit), one
     round trip (a test holds every such handler to one statement). ``needs_settings`` handlers
-    declare a keyword-only ``settings: Settings`` parameter, which the dispatcher passes (it is
+    declare a keyword-only ``settings: Settings`` parameter, which :meth:`admit` passes (it is
     not a wire argument).
     """
 
@@ -69,6 +69,37 @@ class Handler:
     core: bool = False
     needs_settings: bool = False
     single_statement: bool = False
+
+    def admit(
+        self, ctx: context.RequestContext, kwargs: Mapping[str, Any], settings: settings.Settings
+    ) -> dict[str, Any]:
+        """Return the keyword arguments to call ``fn(tx, ctx, **arguments)`` with, once ``ctx``
+        may make the call and ``kwargs`` fit the wire arguments. Reads and writes nothing: the
+        caller runs it before it begins the call's transaction.
+
+        In this order: the declared authorization (before the arguments are looked at), the
+        arguments bound (:meth:`bind`), each scalar argument storable in a column, a user
+        context's own project in ``project_arg``; then ``settings`` added for a handler that
+        declares it.
+
+        Raises:
+            AdminRequired: an ``Auth.ADMIN`` handler called without an admin context.
+            NotAuthorized: an ``Auth.CONTEXT`` handler called with neither an admin nor a user
+                context, or a user context naming another project in ``project_arg``.
+            InvalidInput: an argument is missing, unexpected, of the wrong type, or holds what
+                no column stores (named).
+        """
+        if self.auth is Auth.ADMIN and not ctx.is_admin:
+            raise exception.AdminRequired()
+        if self.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
+            raise exception.NotAuthorized()
+        bound = self.bind(kwargs)
+        self._check_storable(bound)
+        if self.project_arg is not None and ctx.is_user and bound.get(self.project_arg) != ctx.project_id:
+            raise exception.NotAuthorized()
+        if self.needs_settings:
+            bound["settings"] = settings
+        return bound
 
     def bind(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``kwargs`` against the wire arguments and return them with defaults filled in.
@@ -98,6 +129,22 @@ class Handler:
                 bound[arg.name] = arg.default
         return bound
 
+    def _check_storable(self, bound: Mapping[str, Any]) -> None:
+        """Refuse, as InvalidInput naming the argument, a scalar argument no column holds, which a
+        driver would reject with a raw error: a string (or list item) with a NUL byte or a lone
+        surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are
+        checked by the handlers, key by key."""
+        for arg in self.args:
+            value = bound[arg.name]
+            if isinstance(value, str):
+                query.check_string(f"argument {arg.name!r}", value, None)
+            elif isinstance(value, int) and int in (accepted_types(arg.annotation) or ()):
+                query.check_int(f"argument {arg.name!r}", value)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    if isinstance(item, str):
+                        query.check_string(f"argument {arg.name!r}", item, None)
+
 
 def handler(
     fn: Callable[..., Any] | None = None,
@@ -110,8 +157,8 @@ def handler(
 ) -> Any:
     """Mark ``fn(tx, ctx, **wire_args)`` as the handler of the RPC method named like it.
 
-    ``auth`` is checked by the dispatcher before anything runs; so is ``project_arg``, the name of
-    an argument that a user context may only set to its own project (Folsom's ``[P]``).
+    ``auth`` is checked (:meth:`Handler.admit`) before anything runs; so is ``project_arg``, the
+    name of an argument that a user context may only set to its own project (Folsom's ``[P]``).
     """
 
     if single_statement and writes:

@@ -14,9 +14,11 @@ import pytest
 import sqlalchemy as sa
 from seed_catalogue import SEED_SIGNATURES
 
-from dbworker import catalogue, models, wire
+from dbworker import catalogue, exception, models, wire
+from dbworker.context import RequestContext, admin_context
 from dbworker.handlers import MODULES, build_registry
-from dbworker.registry import Registry, handler
+from dbworker.registry import Auth, Registry, handler
+from dbworker.settings import DEFAULT_SETTINGS, Settings
 
 REGISTRY = build_registry()
 PACKAGE = Path(catalogue.__file__).parent
@@ -99,6 +101,50 @@ def test_every_handler_lives_in_its_family_module(name):
     assert REGISTRY[name].fn.__module__ == f"dbworker.handlers.{family_of(name)}"
 
 
+# --- admitting a call ----------------------------------------------------------------------------
+def admin_only(tx, ctx, host: str):
+    return host
+
+
+def own_project(tx, ctx, project_id: str, *, settings: Settings):
+    return project_id
+
+
+def _declared(fn, **flags):
+    module = types.ModuleType("admitting")
+    fn.__module__ = module.__name__
+    setattr(module, fn.__name__, handler(**flags)(fn))
+    return Registry.from_modules([module])[fn.__name__]
+
+
+ADMIN_ONLY = _declared(admin_only, auth=Auth.ADMIN)
+OWN_PROJECT = _declared(own_project, project_arg="project_id")
+USER = RequestContext(user_id="u", project_id="p1")
+
+
+def test_admit_refuses_authorization_before_it_looks_at_the_arguments():
+    with pytest.raises(exception.AdminRequired):
+        ADMIN_ONLY.admit(USER, {"host": 5, "extra": 1}, DEFAULT_SETTINGS)
+    with pytest.raises(exception.NotAuthorized):
+        OWN_PROJECT.admit(RequestContext(), "not a dict", DEFAULT_SETTINGS)
+
+
+def test_admit_checks_storable_arguments_before_the_project():
+    with pytest.raises(exception.InvalidInput, match="'project_id'"):
+        OWN_PROJECT.admit(USER, {"project_id": "p2\x00"}, DEFAULT_SETTINGS)
+    with pytest.raises(exception.NotAuthorized):
+        OWN_PROJECT.admit(USER, {"project_id": "p2"}, DEFAULT_SETTINGS)
+
+
+def test_admit_returns_the_bound_arguments_and_the_settings_only_where_declared():
+    assert ADMIN_ONLY.admit(admin_context(), {"host": "h"}, DEFAULT_SETTINGS) == {"host": "h"}
+    assert [arg.name for arg in OWN_PROJECT.args] == ["project_id"]
+    assert OWN_PROJECT.admit(USER, {"project_id": "p1"}, DEFAULT_SETTINGS) == {
+        "project_id": "p1",
+        "settings": DEFAULT_SETTINGS,
+    }
+
+
 # --- import direction ---------------------------------------------------------------------------
 def imports_of(path: Path) -> set[str]:
     """The modules a source file imports (``from a import b`` counts as ``a`` and ``a.b``)."""
@@ -165,7 +211,10 @@ def test_handlers_never_import_the_machinery_around_them(module):
         ("dbworker.conf", set()),
         ("dbworker.context", {"dbworker.exception"}),
         ("dbworker.wire", {"dbworker.exception"}),
-        ("dbworker.registry", {"dbworker.exception", "dbworker.settings"}),
+        (  # a handler admits its calls: the context, then query's column checks
+            "dbworker.registry",
+            {"dbworker.context", "dbworker.exception", "dbworker.query", "dbworker.settings"},
+        ),
         ("dbworker.settings", set()),
     ],
 )
