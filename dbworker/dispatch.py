@@ -31,7 +31,7 @@ from dbworker.context import RequestContext
 from dbworker.models import RpcCall, utcnow
 from dbworker.registry import Handler, Registry
 from dbworker.serialize import View, to_primitive
-from dbworker.session import is_deadlock, is_disconnect, raise_driver_error, transaction_options
+from dbworker.session import begin_call, is_deadlock, is_disconnect, raise_driver_error
 from dbworker.settings import DEFAULT_SETTINGS, Settings
 from dbworker.wire import Primitive
 
@@ -78,7 +78,6 @@ class Dispatcher:
         self.sessions = sessions
         self.settings = settings = settings or DEFAULT_SETTINGS
         self._engine: Engine = sessions.kw["bind"]
-        self._dialect = self._engine.dialect.name
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._view = View(
             volume_name_template=settings.volume_name_template,
@@ -189,7 +188,13 @@ class Dispatcher:
         tx: Session | Connection | None = None
         try:
             try:
-                tx = self._begin(handler)
+                tx = begin_call(
+                    self._engine,
+                    self.sessions,
+                    core=handler.core,
+                    writes=handler.writes,
+                    single_statement=handler.single_statement,
+                )
                 if delivery_id is not None:
                     _record_delivery(tx, handler, delivery_id)
                 try:
@@ -228,35 +233,6 @@ class Dispatcher:
             raise_driver_error(conn, err)
         except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as wrapped:
             return wrapped
-
-    def _begin(self, handler: Handler) -> Session | Connection:
-        """Open the call's transaction: on a Core connection for a ``core`` handler, else in an ORM
-        session; with the dialect's set-up (:func:`dbworker.session.transaction_options`). A
-        ``single_statement`` read begins none: its one statement is its own snapshot (in
-        autocommit on PostgreSQL; elsewhere the driver's implicit transaction ends when the
-        connection goes back to the pool).
-
-        Raises what connecting raises (the caller translates it like any database error).
-        """
-        options = transaction_options(
-            self._dialect, writes=handler.writes, single_statement=handler.single_statement
-        )
-        if handler.core:
-            conn = self._engine.connect()
-            try:
-                if options:
-                    conn.execution_options(**options)
-                if not handler.single_statement:
-                    conn.begin()
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-        tx = self.sessions()
-        tx.begin()
-        if options:
-            tx.connection(execution_options=options)
-        return tx
 
     def _translate(
         self, err: Exception, handler: Handler, ctx: RequestContext, *, committing: bool
