@@ -59,7 +59,8 @@ class Dispatcher:
         registry: the handlers, by RPC method name.
         sessions: the sessionmaker each call opens its transaction with.
         settings: the configured values handlers declare a ``settings`` parameter for, and the
-            name templates of replies (default: Folsom's, :data:`DEFAULT_SETTINGS`).
+            name templates of replies. The daemon always gives its configuration; only a caller
+            that gives none (the in-process API, tests) gets Folsom's, :data:`DEFAULT_SETTINGS`.
         max_deadlock_retries: re-runs after a deadlock or a lost connection.
         host: reported by ``health``.
     """
@@ -76,7 +77,7 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.sessions = sessions
-        self.settings = settings = settings or DEFAULT_SETTINGS
+        self.settings = settings = DEFAULT_SETTINGS if settings is None else settings
         self._engine: Engine = sessions.kw["bind"]
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._view = View(

@@ -159,6 +159,8 @@ def handler(
 
     ``auth`` is checked (:meth:`Handler.admit`) before anything runs; so is ``project_arg``, the
     name of an argument that a user context may only set to its own project (Folsom's ``[P]``).
+    A handler that needs the worker's configuration declares a keyword-only ``settings:
+    Settings`` parameter without a default: the worker passes its own on every call.
     """
 
     if single_statement and writes:
@@ -198,7 +200,8 @@ class Registry(Mapping[str, Handler]):
         """Collect the marked functions defined in ``modules``.
 
         Raises:
-            ValueError: two handlers share a name, or a name is reserved.
+            ValueError: two handlers share a name, a name is reserved, or a handler's parameters
+                are not a handler's (see :func:`handler`).
         """
         found = []
         for module in modules:
@@ -218,18 +221,32 @@ class Registry(Mapping[str, Handler]):
 
 
 def _describe(fn: Callable[..., Any]) -> Handler:
+    """Return ``fn``'s declaration: its marks, its wire arguments, whether it runs on a Core
+    connection and whether it declares the worker's settings.
+
+    Raises:
+        ValueError: ``fn`` does not take ``(tx, ctx, ...)``, or declares its ``Settings`` other
+            than as a keyword-only ``settings`` without a default.
+    """
     hints = typing.get_type_hints(fn)
     params = list(inspect.signature(fn).parameters.values())
     if [p.name for p in params[:2]] != ["tx", "ctx"]:
         raise ValueError(f"handler {fn.__name__} must take (tx, ctx, ...)")
-    wire = [p for p in params[2:] if hints.get(p.name) is not settings.Settings]
+    declared = [p for p in params[2:] if hints.get(p.name) is settings.Settings]
+    wire = [p for p in params[2:] if p not in declared]
+    for p in declared:
+        if p.name != "settings" or p.kind is not p.KEYWORD_ONLY or p.default is not p.empty:
+            raise ValueError(
+                f"handler {fn.__name__}: its Settings must be the keyword-only parameter"
+                " 'settings', without a default (the worker's configuration, never a fallback)"
+            )
     args = tuple(Arg(p.name, hints.get(p.name, Any), p.default) for p in wire)
     return Handler(
         name=fn.__name__,
         fn=fn,
         args=args,
         core=hints.get("tx") is Connection,
-        needs_settings=len(wire) < len(params) - 2,
+        needs_settings=bool(declared),
         **getattr(fn, _MARK),
     )
 

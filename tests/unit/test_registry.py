@@ -145,6 +145,23 @@ def test_admit_returns_the_bound_arguments_and_the_settings_only_where_declared(
     }
 
 
+def _with_settings_as(params: str):
+    module = types.ModuleType("configured")
+    exec(f"def configured(tx, ctx, {params}):\n    return None", {"Settings": Settings}, module.__dict__)
+    fn = module.__dict__["configured"]
+    fn.__annotations__ = {name: Settings for name in fn.__code__.co_varnames if name not in ("tx", "ctx")}
+    fn.__module__ = module.__name__
+    handler(fn)
+    return module
+
+
+@pytest.mark.parametrize("params", ["settings", "*, settings=None", "*, config", "settings=None"])
+def test_a_handler_takes_the_settings_only_as_a_keyword_only_settings_without_a_default(params):
+    with pytest.raises(ValueError, match="keyword-only parameter 'settings'"):
+        Registry.from_modules([_with_settings_as(params)])
+    assert Registry.from_modules([_with_settings_as("*, settings")])["configured"].needs_settings
+
+
 # --- import direction ---------------------------------------------------------------------------
 def imports_of(path: Path) -> set[str]:
     """The modules a source file imports (``from a import b`` counts as ``a`` and ``a.b``)."""
@@ -199,6 +216,21 @@ def test_handlers_never_import_the_machinery_around_them(module):
     machinery = {"session", "dispatch", "rpc", "cmd", "service", "manage", "migration"}
     machinery |= {"client", "api", "calls", "catalogue", "describe"}  # the callers' side
     assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
+
+
+@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
+def test_handlers_get_the_settings_only_from_their_declared_parameter(module):
+    """Never a default of their own, never through the transaction's ``info``."""
+    path = PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
+    assert "dbworker.settings.DEFAULT_SETTINGS" not in SOURCES[module]
+    tree = ast.parse(path.read_text())
+    assert not [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "info"
+        and not (isinstance(node.value, ast.Name) and node.value.id == "LOG")
+    ]
 
 
 @pytest.mark.parametrize(
