@@ -3,6 +3,9 @@
 Marking is pure (it sets an attribute and returns the function unchanged), so handlers stay plain
 callables that tests and other handlers call directly. :meth:`Registry.from_modules` builds the
 mapping at start-up and reads each handler's wire arguments from its signature and type hints.
+A :class:`Handler` then admits each call by its declaration (:meth:`Handler.admit`): the caller's
+authorization, the arguments' names, types and storable values, the caller's own project; the
+dispatcher runs it before it begins the call's transaction.
 """
 
 from __future__ import annotations
