@@ -40,7 +40,7 @@ PHASES = (
     ("    dbworker endpoint: DBWorkerEndpoint._call", "dbworker/rpc.py", "DBWorkerEndpoint._call"),
     ("      context: RequestContext.from_dict", "dbworker/context.py", "RequestContext.from_dict"),
     ("      Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
-    ("        auth + bind: Handler.bind", "dbworker/registry.py", "Handler.bind"),
+    ("        admit (auth, arguments): Handler.admit", "dbworker/registry.py", "Handler.admit"),
     ("        one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
     ("          delivery record (writes): _record_delivery", "dbworker/dispatch.py", "_record_delivery"),
     ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),

@@ -1,6 +1,7 @@
 """The dispatcher: one handler call, one transaction, one JSON reply, one log line.
 
-It checks authorization and arguments, runs the handler in its own transaction, serializes the reply
+It has the handler admit the call (authorization, then the arguments: :meth:`Handler.admit`, before
+anything is read or written), runs the handler in its own transaction, serializes the reply
 *inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
 connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
 
@@ -28,10 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from dbworker import __version__, exception
 from dbworker.context import RequestContext
 from dbworker.models import RpcCall, utcnow
-from dbworker.query import check_int, check_string
-from dbworker.registry import Auth, Handler, Registry, accepted_types
+from dbworker.registry import Handler, Registry
 from dbworker.serialize import View, to_primitive
-from dbworker.session import is_deadlock, is_disconnect, raise_driver_error, transaction_options
+from dbworker.session import begin_call, is_deadlock, is_disconnect, raise_driver_error
 from dbworker.settings import DEFAULT_SETTINGS, Settings
 from dbworker.wire import Primitive
 
@@ -59,7 +59,8 @@ class Dispatcher:
         registry: the handlers, by RPC method name.
         sessions: the sessionmaker each call opens its transaction with.
         settings: the configured values handlers declare a ``settings`` parameter for, and the
-            name templates of replies (default: Folsom's, :data:`DEFAULT_SETTINGS`).
+            name templates of replies. The daemon always gives its configuration; only a caller
+            that gives none (the in-process API, tests) gets Folsom's, :data:`DEFAULT_SETTINGS`.
         max_deadlock_retries: re-runs after a deadlock or a lost connection.
         host: reported by ``health``.
     """
@@ -76,9 +77,8 @@ class Dispatcher:
     ) -> None:
         self.registry = registry
         self.sessions = sessions
-        self.settings = settings = settings or DEFAULT_SETTINGS
+        self.settings = settings = DEFAULT_SETTINGS if settings is None else settings
         self._engine: Engine = sessions.kw["bind"]
-        self._dialect = self._engine.dialect.name
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._view = View(
             volume_name_template=settings.volume_name_template,
@@ -156,17 +156,7 @@ class Dispatcher:
     def _call(
         self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], delivery_id: str | None
     ) -> Primitive:
-        _authorize(handler, ctx)
-        bound = handler.bind(kwargs)
-        _check_storable(handler, bound)
-        if (
-            handler.project_arg is not None
-            and ctx.is_user
-            and bound.get(handler.project_arg) != ctx.project_id
-        ):
-            raise exception.NotAuthorized()
-        if handler.needs_settings:
-            bound["settings"] = self.settings
+        bound = handler.admit(ctx, kwargs, self.settings)
         view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
@@ -199,7 +189,13 @@ class Dispatcher:
         tx: Session | Connection | None = None
         try:
             try:
-                tx = self._begin(handler)
+                tx = begin_call(
+                    self._engine,
+                    self.sessions,
+                    core=handler.core,
+                    writes=handler.writes,
+                    single_statement=handler.single_statement,
+                )
                 if delivery_id is not None:
                     _record_delivery(tx, handler, delivery_id)
                 try:
@@ -238,35 +234,6 @@ class Dispatcher:
             raise_driver_error(conn, err)
         except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as wrapped:
             return wrapped
-
-    def _begin(self, handler: Handler) -> Session | Connection:
-        """Open the call's transaction: on a Core connection for a ``core`` handler, else in an ORM
-        session; with the dialect's set-up (:func:`dbworker.session.transaction_options`). A
-        ``single_statement`` read begins none: its one statement is its own snapshot (in
-        autocommit on PostgreSQL; elsewhere the driver's implicit transaction ends when the
-        connection goes back to the pool).
-
-        Raises what connecting raises (the caller translates it like any database error).
-        """
-        options = transaction_options(
-            self._dialect, writes=handler.writes, single_statement=handler.single_statement
-        )
-        if handler.core:
-            conn = self._engine.connect()
-            try:
-                if options:
-                    conn.execution_options(**options)
-                if not handler.single_statement:
-                    conn.begin()
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-        tx = self.sessions()
-        tx.begin()
-        if options:
-            tx.connection(execution_options=options)
-        return tx
 
     def _translate(
         self, err: Exception, handler: Handler, ctx: RequestContext, *, committing: bool
@@ -330,30 +297,6 @@ def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: st
         tx.execute(_INSERT_RECORD, {"unique_id": delivery_id, "method": handler.name, "created_at": utcnow()})
     except db_exc.DBDuplicateEntry:
         raise Redelivered(delivery_id) from None
-
-
-def _authorize(handler: Handler, ctx: RequestContext) -> None:
-    if handler.auth is Auth.ADMIN and not ctx.is_admin:
-        raise exception.AdminRequired()
-    if handler.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
-        raise exception.NotAuthorized()
-
-
-def _check_storable(handler: Handler, bound: Mapping[str, Any]) -> None:
-    """Refuse, as InvalidInput naming the argument, a scalar argument no column holds, which a
-    driver would reject with a raw error: a string (or list item) with a NUL byte or a lone
-    surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are checked
-    by the handlers, key by key."""
-    for arg in handler.args:
-        value = bound[arg.name]
-        if isinstance(value, str):
-            check_string(f"argument {arg.name!r}", value, None)
-        elif isinstance(value, int) and int in (accepted_types(arg.annotation) or ()):
-            check_int(f"argument {arg.name!r}", value)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if isinstance(item, str):
-                    check_string(f"argument {arg.name!r}", item, None)
 
 
 def _db_code(err: Exception) -> str:

@@ -3,6 +3,9 @@
 Marking is pure (it sets an attribute and returns the function unchanged), so handlers stay plain
 callables that tests and other handlers call directly. :meth:`Registry.from_modules` builds the
 mapping at start-up and reads each handler's wire arguments from its signature and type hints.
+A :class:`Handler` then admits each call by its declaration (:meth:`Handler.admit`): the caller's
+authorization, the arguments' names, types and storable values, the caller's own project; the
+dispatcher runs it before it begins the call's transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dbworker import exception, settings
+from dbworker import context, exception, query, settings
 
 _MARK = "__dbworker_handler__"
 _RESERVED = frozenset({"target", "health"})
@@ -49,13 +52,13 @@ class Arg:
 
 @dataclass(frozen=True)
 class Handler:
-    """A registered RPC handler and what the dispatcher must know to run it.
+    """A registered RPC handler: its declaration, and the checks a call must pass to run it.
 
     ``core`` handlers annotate ``tx`` as a SQLAlchemy ``Connection`` (Core statements, no ORM
     session); the others get a ``Session``. A ``single_statement`` handler reads with exactly one
     statement, which sees one snapshot by itself: it runs without a transaction (autocommit), one
     round trip (a test holds every such handler to one statement). ``needs_settings`` handlers
-    declare a keyword-only ``settings: Settings`` parameter, which the dispatcher passes (it is
+    declare a keyword-only ``settings: Settings`` parameter, which :meth:`admit` passes (it is
     not a wire argument).
     """
 
@@ -69,6 +72,37 @@ class Handler:
     core: bool = False
     needs_settings: bool = False
     single_statement: bool = False
+
+    def admit(
+        self, ctx: context.RequestContext, kwargs: Mapping[str, Any], settings: settings.Settings
+    ) -> dict[str, Any]:
+        """Return the keyword arguments to call ``fn(tx, ctx, **arguments)`` with, once ``ctx``
+        may make the call and ``kwargs`` fit the wire arguments. Reads and writes nothing: the
+        caller runs it before it begins the call's transaction.
+
+        In this order: the declared authorization (before the arguments are looked at), the
+        arguments bound (:meth:`bind`), each scalar argument storable in a column, a user
+        context's own project in ``project_arg``; then ``settings`` added for a handler that
+        declares it.
+
+        Raises:
+            AdminRequired: an ``Auth.ADMIN`` handler called without an admin context.
+            NotAuthorized: an ``Auth.CONTEXT`` handler called with neither an admin nor a user
+                context, or a user context naming another project in ``project_arg``.
+            InvalidInput: an argument is missing, unexpected, of the wrong type, or holds what
+                no column stores (named).
+        """
+        if self.auth is Auth.ADMIN and not ctx.is_admin:
+            raise exception.AdminRequired()
+        if self.auth is Auth.CONTEXT and not (ctx.is_admin or ctx.is_user):
+            raise exception.NotAuthorized()
+        bound = self.bind(kwargs)
+        self._check_storable(bound)
+        if self.project_arg is not None and ctx.is_user and bound.get(self.project_arg) != ctx.project_id:
+            raise exception.NotAuthorized()
+        if self.needs_settings:
+            bound["settings"] = settings
+        return bound
 
     def bind(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Check ``kwargs`` against the wire arguments and return them with defaults filled in.
@@ -98,6 +132,22 @@ class Handler:
                 bound[arg.name] = arg.default
         return bound
 
+    def _check_storable(self, bound: Mapping[str, Any]) -> None:
+        """Refuse, as InvalidInput naming the argument, a scalar argument no column holds, which a
+        driver would reject with a raw error: a string (or list item) with a NUL byte or a lone
+        surrogate, an integer argument beyond the 32-bit integer columns. Dict arguments are
+        checked by the handlers, key by key."""
+        for arg in self.args:
+            value = bound[arg.name]
+            if isinstance(value, str):
+                query.check_string(f"argument {arg.name!r}", value, None)
+            elif isinstance(value, int) and int in (accepted_types(arg.annotation) or ()):
+                query.check_int(f"argument {arg.name!r}", value)
+            elif isinstance(value, list | tuple):
+                for item in value:
+                    if isinstance(item, str):
+                        query.check_string(f"argument {arg.name!r}", item, None)
+
 
 def handler(
     fn: Callable[..., Any] | None = None,
@@ -110,8 +160,10 @@ def handler(
 ) -> Any:
     """Mark ``fn(tx, ctx, **wire_args)`` as the handler of the RPC method named like it.
 
-    ``auth`` is checked by the dispatcher before anything runs; so is ``project_arg``, the name of
-    an argument that a user context may only set to its own project (Folsom's ``[P]``).
+    ``auth`` is checked (:meth:`Handler.admit`) before anything runs; so is ``project_arg``, the
+    name of an argument that a user context may only set to its own project (Folsom's ``[P]``).
+    A handler that needs the worker's configuration declares a keyword-only ``settings:
+    Settings`` parameter without a default: the worker passes its own on every call.
     """
 
     if single_statement and writes:
@@ -151,7 +203,8 @@ class Registry(Mapping[str, Handler]):
         """Collect the marked functions defined in ``modules``.
 
         Raises:
-            ValueError: two handlers share a name, or a name is reserved.
+            ValueError: two handlers share a name, a name is reserved, or a handler's parameters
+                are not a handler's (see :func:`handler`).
         """
         found = []
         for module in modules:
@@ -171,18 +224,32 @@ class Registry(Mapping[str, Handler]):
 
 
 def _describe(fn: Callable[..., Any]) -> Handler:
+    """Return ``fn``'s declaration: its marks, its wire arguments, whether it runs on a Core
+    connection and whether it declares the worker's settings.
+
+    Raises:
+        ValueError: ``fn`` does not take ``(tx, ctx, ...)``, or declares its ``Settings`` other
+            than as a keyword-only ``settings`` without a default.
+    """
     hints = typing.get_type_hints(fn)
     params = list(inspect.signature(fn).parameters.values())
     if [p.name for p in params[:2]] != ["tx", "ctx"]:
         raise ValueError(f"handler {fn.__name__} must take (tx, ctx, ...)")
-    wire = [p for p in params[2:] if hints.get(p.name) is not settings.Settings]
+    declared = [p for p in params[2:] if hints.get(p.name) is settings.Settings]
+    wire = [p for p in params[2:] if p not in declared]
+    for p in declared:
+        if p.name != "settings" or p.kind is not p.KEYWORD_ONLY or p.default is not p.empty:
+            raise ValueError(
+                f"handler {fn.__name__}: its Settings must be the keyword-only parameter"
+                " 'settings', without a default (the worker's configuration, never a fallback)"
+            )
     args = tuple(Arg(p.name, hints.get(p.name, Any), p.default) for p in wire)
     return Handler(
         name=fn.__name__,
         fn=fn,
         args=args,
         core=hints.get("tx") is Connection,
-        needs_settings=len(wire) < len(params) - 2,
+        needs_settings=bool(declared),
         **getattr(fn, _MARK),
     )
 

@@ -1,7 +1,9 @@
 """Engines and sessions, through oslo.db: its exception filters, SQLite foreign keys, MySQL modes.
 
-The dispatcher owns the transaction; this module only builds the engine and the sessionmaker, and
-says which database errors are worth re-running a call for.
+The dispatcher owns the transaction (it commits, re-runs, translates errors); this module builds
+the engine and the sessionmaker, begins a call's transaction with its database's set-up
+(:func:`begin_call`: REPEATABLE READ or autocommit on PostgreSQL, ``BEGIN IMMEDIATE`` for a
+SQLite write), and says which database errors are worth re-running a call for.
 """
 
 from __future__ import annotations
@@ -132,6 +134,43 @@ def transaction_options(
     if dialect == "sqlite" and writes:
         return WRITE_TRANSACTION
     return None
+
+
+def begin_call(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    *,
+    core: bool,
+    writes: bool,
+    single_statement: bool = False,
+) -> Session | Connection:
+    """Return a call's open transaction, set up for ``engine``'s database
+    (:func:`transaction_options`): a ``Connection`` of ``engine`` for a ``core`` handler, else a
+    ``Session`` of ``sessions``. A ``single_statement`` read begins none: its one statement is its
+    own snapshot (in autocommit on PostgreSQL; elsewhere the driver's implicit transaction ends
+    when the connection goes back to the pool). The caller commits, and closes what it gets.
+
+    Raises:
+        what connecting raises (a database error, to translate like any other); a connection
+        that fails its set-up is closed first.
+    """
+    options = transaction_options(engine.dialect.name, writes=writes, single_statement=single_statement)
+    if core:
+        conn = engine.connect()
+        try:
+            if options:
+                conn.execution_options(**options)
+            if not single_statement:
+                conn.begin()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    tx = sessions()
+    tx.begin()
+    if options:
+        tx.connection(execution_options=options)
+    return tx
 
 
 def raise_driver_error(conn: Connection, err: Exception) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 
@@ -15,6 +16,7 @@ from dbworker.dispatch import Dispatcher
 from dbworker.models import Service
 from dbworker.registry import Auth, Registry, handler
 from dbworker.session import make_sessionmaker
+from dbworker.settings import DEFAULT_SETTINGS, Settings
 
 
 def _registry(*functions):
@@ -64,6 +66,11 @@ def project_read(tx, ctx, project_id: str, limit: int | None = None):
     return [project_id, limit]
 
 
+@handler(auth=Auth.ADMIN)
+def topic(tx, ctx, *, settings: Settings) -> str:
+    return settings.volume_topic
+
+
 @pytest.fixture
 def dispatcher(database):
     registry = _registry(
@@ -73,6 +80,7 @@ def dispatcher(database):
         deadlock_twice,
         duplicate_entry,
         project_read,
+        topic,
     )
     yield Dispatcher(registry, make_sessionmaker(database.engine), retry_interval=0)
     database.wipe()
@@ -167,3 +175,10 @@ def test_health_reports_ok_with_a_database_and_degraded_without(dispatcher):
         "host": "localhost",
         "database": "unreachable",
     }
+
+
+def test_a_handler_gets_the_dispatchers_settings_and_folsoms_only_when_none_were_given(dispatcher):
+    configured = Settings(**{**dataclasses.asdict(DEFAULT_SETTINGS), "volume_topic": "configured"})
+    given = Dispatcher(dispatcher.registry, dispatcher.sessions, settings=configured)
+    assert given.call("topic", admin_context(), {}) == "configured"
+    assert dispatcher.call("topic", admin_context(), {}) == DEFAULT_SETTINGS.volume_topic

@@ -15,9 +15,11 @@ import pytest
 import sqlalchemy as sa
 from seed_catalogue import SEED_SIGNATURES
 
-from dbworker import catalogue, models, wire
+from dbworker import catalogue, exception, models, wire
+from dbworker.context import RequestContext, admin_context
 from dbworker.handlers import MODULES, build_registry
-from dbworker.registry import Registry, handler
+from dbworker.registry import Auth, Registry, handler
+from dbworker.settings import DEFAULT_SETTINGS, Settings
 
 REGISTRY = build_registry()
 PACKAGE = Path(catalogue.__file__).parent
@@ -100,6 +102,67 @@ def test_every_handler_lives_in_its_family_module(name):
     assert REGISTRY[name].fn.__module__ == f"dbworker.handlers.{family_of(name)}"
 
 
+# --- admitting a call ----------------------------------------------------------------------------
+def admin_only(tx, ctx, host: str):
+    return host
+
+
+def own_project(tx, ctx, project_id: str, *, settings: Settings):
+    return project_id
+
+
+def _declared(fn, **flags):
+    module = types.ModuleType("admitting")
+    fn.__module__ = module.__name__
+    setattr(module, fn.__name__, handler(**flags)(fn))
+    return Registry.from_modules([module])[fn.__name__]
+
+
+ADMIN_ONLY = _declared(admin_only, auth=Auth.ADMIN)
+OWN_PROJECT = _declared(own_project, project_arg="project_id")
+USER = RequestContext(user_id="u", project_id="p1")
+
+
+def test_admit_refuses_authorization_before_it_looks_at_the_arguments():
+    with pytest.raises(exception.AdminRequired):
+        ADMIN_ONLY.admit(USER, {"host": 5, "extra": 1}, DEFAULT_SETTINGS)
+    with pytest.raises(exception.NotAuthorized):
+        OWN_PROJECT.admit(RequestContext(), "not a dict", DEFAULT_SETTINGS)
+
+
+def test_admit_checks_storable_arguments_before_the_project():
+    with pytest.raises(exception.InvalidInput, match="'project_id'"):
+        OWN_PROJECT.admit(USER, {"project_id": "p2\x00"}, DEFAULT_SETTINGS)
+    with pytest.raises(exception.NotAuthorized):
+        OWN_PROJECT.admit(USER, {"project_id": "p2"}, DEFAULT_SETTINGS)
+
+
+def test_admit_returns_the_bound_arguments_and_the_settings_only_where_declared():
+    assert ADMIN_ONLY.admit(admin_context(), {"host": "h"}, DEFAULT_SETTINGS) == {"host": "h"}
+    assert [arg.name for arg in OWN_PROJECT.args] == ["project_id"]
+    assert OWN_PROJECT.admit(USER, {"project_id": "p1"}, DEFAULT_SETTINGS) == {
+        "project_id": "p1",
+        "settings": DEFAULT_SETTINGS,
+    }
+
+
+def _with_settings_as(params: str):
+    module = types.ModuleType("configured")
+    exec(f"def configured(tx, ctx, {params}):\n    return None", {"Settings": Settings}, module.__dict__)
+    fn = module.__dict__["configured"]
+    fn.__annotations__ = {name: Settings for name in fn.__code__.co_varnames if name not in ("tx", "ctx")}
+    fn.__module__ = module.__name__
+    handler(fn)
+    return module
+
+
+@pytest.mark.parametrize("params", ["settings", "*, settings=None", "*, config", "settings=None"])
+def test_a_handler_takes_the_settings_only_as_a_keyword_only_settings_without_a_default(params):
+    with pytest.raises(ValueError, match="keyword-only parameter 'settings'"):
+        Registry.from_modules([_with_settings_as(params)])
+    assert Registry.from_modules([_with_settings_as("*, settings")])["configured"].needs_settings
+
+
 # --- import direction ---------------------------------------------------------------------------
 def imports_of(path: Path) -> set[str]:
     """The modules a source file imports (``from a import b`` counts as ``a`` and ``a.b``)."""
@@ -163,6 +226,21 @@ def test_handlers_never_import_the_machinery_around_them(module):
     assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
 
 
+@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
+def test_handlers_get_the_settings_only_from_their_declared_parameter(module):
+    """Never a default of their own, never through the transaction's ``info``."""
+    path = PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
+    assert "dbworker.settings.DEFAULT_SETTINGS" not in SOURCES[module]
+    tree = ast.parse(path.read_text())
+    assert not [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "info"
+        and not (isinstance(node.value, ast.Name) and node.value.id == "LOG")
+    ]
+
+
 @pytest.mark.parametrize(
     ("module", "allowed"),
     [
@@ -174,7 +252,10 @@ def test_handlers_never_import_the_machinery_around_them(module):
         ("dbworker.signatures", set()),
         ("dbworker.conf", set()),
         ("dbworker.context", {"dbworker.exception"}),
-        ("dbworker.registry", {"dbworker.exception", "dbworker.settings"}),
+        (  # a handler admits its calls: the context, then query's column checks
+            "dbworker.registry",
+            {"dbworker.context", "dbworker.exception", "dbworker.query", "dbworker.settings"},
+        ),
         ("dbworker.settings", set()),
     ],
 )
