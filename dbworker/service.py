@@ -8,8 +8,8 @@ engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.sta
 Per worker process (README, "Sizing the pools"): ``T = [DEFAULT] executor_thread_pool_size``
 (default 8) threads, ``[database] max_pool_size = T + 2`` unless set (plus ``max_overflow``), and
 ``[oslo_messaging_rabbit] rabbit_qos_prefetch_count = 1`` unless set: the bounded server
-(``rpc.BoundedRPCServer``) accepts a call only when a thread is free, so a backlog stays on the
-broker. A deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
+(``flow_control.BoundedRPCServer``) accepts a call only when a thread is free, so a backlog stays on
+the broker. A deployment opens at most ``workers x (max_pool_size + max_overflow) x hosts`` database
 connections; the startup check warns when one host alone exceeds ``max_connections``.
 
 Each worker process also runs a thread that deletes old ``rpc_calls`` delivery records
@@ -44,7 +44,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from dbworker import __version__, inflate, logcontext, masking, rpc
+from dbworker import __version__, flow_control, inflate, logcontext, masking, rpc
 from dbworker import conf as dbworker_conf
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
@@ -294,7 +294,7 @@ class WorkerService(oslo_service.ServiceBase):
         self.notifier = notifier
         self._engine: Engine | None = None
         self._transport: oslo_messaging.Transport | None = None
-        self._server: rpc.BoundedRPCServer | None = None
+        self._server: flow_control.BoundedRPCServer | None = None
         self._trimmer: RecordTrimmer | None = None
         self._stopped = threading.Event()
 

@@ -23,7 +23,7 @@ from daemons import ADMIN, wait_for
 from oslo_db import exception as db_exc
 from testenv import DATABASES
 
-from dbworker import client, exception, migration, rpc
+from dbworker import client, exception, flow_control, migration, rpc
 from dbworker.context import RequestContext, admin_context
 from dbworker.dispatch import Dispatcher, Redelivered
 from dbworker.handlers import build_registry
@@ -341,4 +341,4 @@ def test_a_message_redelivered_to_another_worker_is_applied_once_and_answered_on
 def test_only_a_short_printable_ascii_unique_id_is_recorded(value, recorded):
     """A message without a usable id (oslo's are 32 hex digits) runs as before, without the record,
     rather than failing its call on the column."""
-    assert rpc._usable_id(value) == (value if recorded else None)
+    assert flow_control._usable_id(value) == (value if recorded else None)

@@ -195,13 +195,13 @@ def _dbworker_modules(module: str) -> set[str]:
     return {name if name in SOURCES else name.rsplit(".", 1)[0] for name in names} - {module}
 
 
-#: The only modules that speak oslo.messaging: the RPC edge, the daemon's wiring (cmd.py and its
-#: service.py), the client, what the two Python entries share (calls.py: the one lazy import, for
-#: a client or a NoSuchMethod) and dbworker-manage (its `call` command). The in-process API
-#: (api.py) is not one of them.
+#: The only modules that speak oslo.messaging: the RPC edge (rpc.py and its flow_control.py), the
+#: daemon's wiring (service.py; cmd.py only starts it), the client, what the two Python entries
+#: share (calls.py: the one lazy import, for a client or a NoSuchMethod) and dbworker-manage (its
+#: `call` command). The in-process API (api.py) is not one of them.
 MESSAGING_MODULES = {
     "dbworker.rpc",
-    "dbworker.cmd",
+    "dbworker.flow_control",
     "dbworker.service",
     "dbworker.client",
     "dbworker.calls",
@@ -215,13 +215,53 @@ def test_only_the_rpc_edge_and_the_entries_import_oslo_messaging():
         for module, names in SOURCES.items()
         if any(name == "oslo_messaging" or name.startswith("oslo_messaging.") for name in names)
     }
-    assert "dbworker.rpc" in importers
+    assert {"dbworker.rpc", "dbworker.flow_control"} <= importers
     assert importers <= MESSAGING_MODULES
+
+
+def _private_oslo(name: str) -> bool:
+    """A module of oslo.messaging outside its public API: a private module or its server classes."""
+    parts = name.split(".")
+    return parts[0] == "oslo_messaging" and (
+        any(part.startswith("_") for part in parts[1:]) or name.startswith("oslo_messaging.rpc.server")
+    )
+
+
+def test_only_flow_control_imports_oslo_messaging_private_modules():
+    """The private oslo.messaging names flow control needs are listed in its docstring and checked
+    by test_oslo_private_names.py; a second importer would escape both."""
+    importers = {module for module, names in SOURCES.items() if any(map(_private_oslo, names))}
+    assert importers == {"dbworker.flow_control"}
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("dbworker.flow_control", set()),
+        (
+            "dbworker.rpc",
+            {
+                "dbworker.catalogue",
+                "dbworker.context",
+                "dbworker.dispatch",
+                "dbworker.exception",
+                "dbworker.flow_control",
+                "dbworker.logcontext",
+                "dbworker.wire",
+            },
+        ),
+        ("dbworker.logcontext", {"dbworker.context"}),
+    ],
+)
+def test_the_rpc_edge_imports_nothing_from_the_daemon(module, allowed):
+    """The edge hands the per-call logging scope down (logcontext.call_scope), never climbs back
+    up to the daemon's modules (service, cmd, manage)."""
+    assert _dbworker_modules(module) <= allowed
 
 
 @pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
 def test_handlers_never_import_the_machinery_around_them(module):
-    machinery = {"session", "dispatch", "rpc", "cmd", "service", "manage", "migration"}
+    machinery = {"session", "dispatch", "rpc", "flow_control", "cmd", "service", "manage", "migration"}
     machinery |= {"client", "api", "calls", "catalogue", "describe"}  # the callers' side
     assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
 
