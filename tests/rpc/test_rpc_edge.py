@@ -153,3 +153,35 @@ def test_a_listener_that_stops_for_good_calls_its_owner_instead_of_leaving_a_dea
         server.stop()
         server.wait()
         transport.cleanup()
+
+
+def test_the_edge_hands_each_call_its_logging_scope(served):
+    """The endpoint runs each call inside logcontext.call_scope: the dispatcher's per-call line is
+    written, on the executor thread, under that call's request id."""
+    import logging
+
+    from oslo_context import context as oslo_context
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Spy(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            current = oslo_context.get_current()
+            seen.append((record.getMessage(), current.request_id if current else None))
+
+    topic, transport = served
+    logger, spy = logging.getLogger("dbworker.dispatch"), Spy()
+    level = logger.level
+    logger.addHandler(spy)
+    logger.setLevel(logging.INFO)
+    try:
+        _raw(transport, topic).call({**ADMIN, "request_id": "req-scope"}, "service_get_all")
+        _raw(transport, topic).call({"is_admin": True, "roles": ["admin"]}, "service_get_all")
+    finally:
+        logger.removeHandler(spy)
+        logger.setLevel(level)
+    assert [(message.split()[0], rid is not None) for message, rid in seen] == [
+        ("service_get_all", True),
+        ("service_get_all", True),
+    ]
+    assert seen[0][1] == "req-scope" and seen[1][1] not in (None, "req-scope")
