@@ -153,13 +153,15 @@ class _CountingList(list):
 class _GatedDelivery:
     """The broker consumer's callback, in front of oslo's ``RpcAMQPListener``.
 
-    oslo acks a request as soon as its callback runs, on whichever thread drains the connection (the
-    listener's, or the heartbeat thread's while the listener waits for a slot). Here a delivery is
-    passed on (and so acked) only if it takes a free slot; otherwise it is held, unacked, until a
-    slot frees: the broker still owns it and redelivers it if this process dies. The broker pushes
-    at most ``rabbit_qos_prefetch_count`` unacked deliveries per consumer, which bounds the held
-    ones. Once closed (stopping), deliveries and held ones are requeued for the other workers.
-    Every method runs with the connection lock held (kombu is not thread-safe).
+    oslo acks a request as soon as its callback runs, on the thread that drains the connection (the
+    listener's, in ``poll``; oslo.messaging 18.3 runs no heartbeat thread on a listening
+    connection). Here a delivery is passed on (and so acked) only if it takes a free slot;
+    otherwise it is held, unacked, until a slot frees: the broker still owns it and redelivers it
+    if this process dies. The broker pushes at most ``rabbit_qos_prefetch_count`` unacked
+    deliveries per consumer, which bounds the held ones. Once closed (stopping), deliveries and
+    held ones are requeued for the other workers. Every method is called with the connection's
+    ``_connection_lock`` held (kombu is not thread-safe); on a listening connection
+    oslo.messaging 18.3 makes that lock a no-op.
     """
 
     def __init__(self, listener: Any, gate: SlotGate) -> None:
@@ -223,9 +225,9 @@ def _requeue(message: Any) -> None:
 class BoundedListener(Listener):
     """Replaces oslo's ``PollStyleListenerAdapter``: polls the broker only while a slot is free.
 
-    The driver-level pieces it uses (the rabbit connection's ``_consumers``, ``_connection_lock``,
-    ``connection``, the listener's ``incoming``) are private to oslo.messaging; its major version is
-    pinned and ``tests/integration/test_daemon.py`` covers this class on a real RabbitMQ.
+    The driver-level pieces it uses are private to oslo.messaging (listed in the module docstring);
+    its major version is pinned and ``tests/integration/test_daemon.py`` covers this class on a
+    real RabbitMQ.
     """
 
     def __init__(self, poller: Any, gate: SlotGate, on_death: Callable[[], None] | None = None) -> None:
@@ -286,8 +288,8 @@ class BoundedListener(Listener):
 
         Then the consumers are cancelled, so the broker stops delivering to this worker, and the
         deliveries it had pushed but this worker had not accepted are requeued for the other
-        workers. Without this, the heartbeat thread would keep draining (and oslo acking)
-        deliveries while the running calls finish, and they would be lost when the process exits.
+        workers. Without this, they would stay with this worker, unacked, until its connection
+        closes after the running calls finish.
         """
         self._running = False
         with self._connection._connection_lock:
