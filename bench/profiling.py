@@ -35,7 +35,7 @@ _MARKERS = ("site-packages/", f"{ROOT}/")
 #: (phase, file path suffix, function qualname or its last part); inclusive times, so phases nest.
 #: A phase whose function was renamed or never sampled shows 0.
 PHASES = (
-    ("executor thread: the whole call", "dbworker/rpc.py", "BoundedRPCServer._process_incoming"),
+    ("executor thread: the whole call", "dbworker/flow_control.py", "BoundedRPCServer._process_incoming"),
     ("  oslo dispatch (incl. endpoint)", "oslo_messaging/rpc/dispatcher.py", "RPCDispatcher.dispatch"),
     ("    dbworker endpoint: DBWorkerEndpoint._call", "dbworker/rpc.py", "DBWorkerEndpoint._call"),
     ("      context: RequestContext.from_dict", "dbworker/context.py", "RequestContext.from_dict"),
@@ -55,8 +55,8 @@ PHASES = (
         "oslo_messaging/_drivers/amqpdriver.py",
         "AMQPIncomingMessage.reply",
     ),
-    ("listener thread: receive, decode, ack, hand-over", "dbworker/rpc.py", "BoundedListener._run"),
-    ("  accept (ack + queue): _GatedDelivery._accept", "dbworker/rpc.py", "_GatedDelivery._accept"),
+    ("listener thread: receive, decode, ack, hand-over", "dbworker/flow_control.py", "BoundedListener._run"),
+    ("  accept (ack + queue): _GatedDelivery._accept", "dbworker/flow_control.py", "_GatedDelivery._accept"),
 )
 
 
