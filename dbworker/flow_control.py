@@ -159,9 +159,10 @@ class _GatedDelivery:
     otherwise it is held, unacked, until a slot frees: the broker still owns it and redelivers it
     if this process dies. The broker pushes at most ``rabbit_qos_prefetch_count`` unacked
     deliveries per consumer, which bounds the held ones. Once closed (stopping), deliveries and
-    held ones are requeued for the other workers. Every method is called with the connection's
-    ``_connection_lock`` held (kombu is not thread-safe); on a listening connection
-    oslo.messaging 18.3 makes that lock a no-op.
+    held ones are requeued for the other workers. Every method runs on the one thread that
+    reads the connection (kombu is not thread-safe, and on a listening connection oslo.messaging
+    18.3 makes the connection's ``_connection_lock`` a no-op): the listener thread, or the
+    stopping thread once the listener thread has ended.
     """
 
     def __init__(self, listener: Any, gate: SlotGate) -> None:
@@ -269,6 +270,9 @@ class BoundedListener(Listener):
                         self._delivery.accept_held()
                 # bounded, so deliveries held meanwhile (see _GatedDelivery) are taken within 1 s
                 self._hand_over(self._poller.poll(timeout=1.0, batch_size=1))
+        # Stopping: requeue the held deliveries here, on the one thread that reads this connection
+        # (kombu is not thread-safe, and a listening connection's lock does not exclude a reader).
+        self._delivery.close()
         while self._hand_over(self._poller.poll(batch_size=1)):  # accepted before the stop
             pass
 
@@ -292,12 +296,12 @@ class BoundedListener(Listener):
         closes after the running calls finish.
         """
         self._running = False
-        with self._connection._connection_lock:
+        self._gate.close()  # wakes the listener thread; a delivery arriving now is held, unacked
+        if self._dead:  # no thread reads the connection any more: requeue the held ones here
             self._delivery.close()
-        self._gate.close()
-        if not self._dead:  # oslo's stop waits for its poll loop, which a dead listener left
+        else:  # oslo's stop waits for its poll loop, which a dead listener left
             self._poller.stop()
-        self._thread.join()
+        self._thread.join()  # the listener thread requeued the held deliveries (see _consume)
         self._cancel_consumers()
         super().stop()
 
