@@ -42,7 +42,7 @@ PHASES = (
     ("      Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
     ("        admit (auth, arguments): Handler.admit", "dbworker/registry.py", "Handler.admit"),
     ("        one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
-    ("          delivery record (writes): _record_delivery", "dbworker/dispatch.py", "_record_delivery"),
+    ("          delivery record (writes): Delivery.record", "dbworker/delivery.py", "Delivery.record"),
     ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
     ("          query: the volume_create handler", "dbworker/handlers/volumes.py", "volume_create"),
     ("            the reply: volume_reply", "dbworker/handlers/volume_replies.py", "volume_reply"),

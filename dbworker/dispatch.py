@@ -5,11 +5,9 @@ anything is read or written), runs the handler in its own transaction, serialize
 *inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
 connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
 
-A write call that came over RPC carries its message's unique id (``delivery_id``): the call records
-it in ``rpc_calls``, first thing in its own transaction, so a redelivery of a message whose call
-committed (the broker lost the ack) finds the key taken and is not run again
-(:class:`Redelivered`). The record commits or rolls back with the call's writes: a call that wrote
-nothing (it failed, or a deadlock re-runs it) leaves no record, and a re-run inserts it again.
+A caller may give a write call a *first step*: run first in the call's transaction (and again in a
+re-run), before the handler, it may stop the call by raising :class:`NotRun`. The RPC edge uses it
+for at-most-once delivery (:mod:`dbworker.delivery`, which records the message's id there).
 """
 
 from __future__ import annotations
@@ -18,17 +16,16 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
 from dbworker.context import RequestContext
-from dbworker.models import RpcCall, utcnow
 from dbworker.registry import Handler, Registry
 from dbworker.serialize import View, to_primitive
 from dbworker.session import begin_call, is_deadlock, is_disconnect, raise_driver_error
@@ -46,10 +43,15 @@ class _Retry(Exception):
         self.final = final
 
 
-class Redelivered(Exception):
-    """A redelivered RPC message whose write call already committed (or is committing): the call
-    was not run again. Not a CinderException: the RPC edge sends no reply for it (the caller had
-    the first delivery's reply, or timed out), and it never reaches the wire."""
+class NotRun(Exception):
+    """Raised by a first step: the call was not run and wrote nothing. Logged at WARNING with its
+    message and counted under :attr:`counter`; not a CinderException, it never reaches the wire."""
+
+    counter = "calls_not_run"
+
+
+#: A write call's first step: called with the call's transaction and the function's name.
+FirstStep = Callable[[Session | Connection, str], None]
 
 
 class Dispatcher:
@@ -96,30 +98,27 @@ class Dispatcher:
         ctx: RequestContext,
         kwargs: Mapping[str, Any],
         *,
-        delivery_id: str | None = None,
+        first_step: FirstStep | None = None,
     ) -> Primitive:
         """Run handler ``name`` for ``ctx`` with ``kwargs`` and return its JSON-safe reply.
 
-        ``delivery_id`` is the RPC message's unique id (None in process): a write call records it
-        in its transaction, and a delivery whose id a committed call recorded is not run.
+        ``first_step``, for a write call, runs first in its transaction (see the module docstring).
 
         Raises:
             KeyError: no handler is registered under ``name`` (the RPC layer answers NoSuchMethod).
             CinderException: every expected outcome and every database failure, typed.
-            Redelivered: ``delivery_id`` was already recorded; logged at WARNING, nothing ran.
+            NotRun: the first step stopped the call (logged at WARNING); nothing ran.
         """
         handler = self.registry[name]
         start = time.perf_counter()
         outcome = "ok"
+        counter = None
         try:
-            return self._call(handler, ctx, kwargs, delivery_id if handler.writes else None)
-        except Redelivered as err:
+            return self._call(handler, ctx, kwargs, first_step if handler.writes else None)
+        except NotRun as err:
             outcome = type(err).__name__
-            LOG.warning(
-                "%s: message %s was delivered again after its call committed; not run again, no reply sent",
-                name,
-                delivery_id,
-            )
+            counter = err.counter
+            LOG.warning("%s: %s", name, err)
             raise
         except exception.CinderException as err:
             outcome = type(err).__name__
@@ -130,9 +129,7 @@ class Dispatcher:
             raise
         finally:
             elapsed = (time.perf_counter() - start) * 1000
-            self._count(
-                {"ok": "calls_ok", "Redelivered": "redeliveries_dropped"}.get(outcome, "calls_failed")
-            )
+            self._count(counter or ("calls_ok" if outcome == "ok" else "calls_failed"))
             LOG.info("%s %.1fms %s", name, elapsed, outcome)
 
     def health(self) -> dict[str, Primitive]:
@@ -154,13 +151,13 @@ class Dispatcher:
         }
 
     def _call(
-        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], delivery_id: str | None
+        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], first_step: FirstStep | None
     ) -> Primitive:
         bound = handler.admit(ctx, kwargs, self.settings)
         view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
-                return self._run_once(handler, ctx, bound, view, delivery_id)
+                return self._run_once(handler, ctx, bound, view, first_step)
             except _Retry as retry:
                 if attempt == self.max_deadlock_retries:
                     raise retry.final from None
@@ -181,7 +178,7 @@ class Dispatcher:
         ctx: RequestContext,
         kwargs: dict[str, Any],
         view: View,
-        delivery_id: str | None,
+        first_step: FirstStep | None,
     ) -> Primitive:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
@@ -196,8 +193,8 @@ class Dispatcher:
                     writes=handler.writes,
                     single_statement=handler.single_statement,
                 )
-                if delivery_id is not None:
-                    _record_delivery(tx, handler, delivery_id)
+                if first_step is not None:
+                    first_step(tx, handler.name)
                 try:
                     reply = to_primitive(handler.fn(tx, ctx, **kwargs), view)
                 except exception.CinderException as err:
@@ -281,22 +278,6 @@ def _close(tx: Session | Connection, handler: Handler) -> None:
         tx.close()
     except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
         LOG.warning("%s: closing the session failed: %s", handler.name, type(err).__name__)
-
-
-_INSERT_RECORD = insert(RpcCall)
-
-
-def _record_delivery(tx: Session | Connection, handler: Handler, delivery_id: str) -> None:
-    """Insert the call's ``rpc_calls`` row; raise Redelivered if a committed call holds the key.
-
-    A delivery of the same message still running holds the key uncommitted: on PostgreSQL and
-    MariaDB this insert waits for it (then fails if it committed, or goes on if it rolled back);
-    SQLite has one writer at a time anyway.
-    """
-    try:
-        tx.execute(_INSERT_RECORD, {"unique_id": delivery_id, "method": handler.name, "created_at": utcnow()})
-    except db_exc.DBDuplicateEntry:
-        raise Redelivered(delivery_id) from None
 
 
 def _db_code(err: Exception) -> str:

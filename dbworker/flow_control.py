@@ -3,9 +3,9 @@
 oslo.messaging acks a request on receipt and queues it for an unbounded executor, so a plain server
 drains the whole queue into memory and a crash loses all of it. :class:`BoundedRPCServer` accepts
 (acks) a request only by taking one of ``pool_size`` slots (:class:`SlotGate`), held until its
-reply is sent; the backlog stays on the broker for every worker. Each call runs with its
-:class:`Delivery` (its message's unique id, and whether its reply is dropped), which the endpoint
-reads through :func:`current_delivery`.
+reply is sent; the backlog stays on the broker for every worker. Each call runs as its message's
+:class:`~dbworker.delivery.Delivery` (:func:`dbworker.delivery.delivered`), and a reply the
+delivery drops (a redelivered write) is not sent.
 
 oslo.messaging has no public hook for this, so this module, and no other in dbworker, relies on
 names private to oslo.messaging and kombu. They are listed below, and this list is the only one:
@@ -64,7 +64,6 @@ has no module); ``module:Class`` a class subclassed. A module without a dot is i
 from __future__ import annotations
 
 import collections
-import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -73,30 +72,10 @@ from typing import Any
 from oslo_messaging._drivers.base import Listener
 from oslo_messaging.rpc.server import RPCServer
 
+from dbworker.delivery import delivered
+
 # The logger these lines had in dbworker.rpc, kept so operators' log filters still match them.
 LOG = logging.getLogger("dbworker.rpc")
-
-
-#: The longest message unique id the dispatcher records (``rpc_calls.unique_id``); oslo's are
-#: 32 hex digits. A message without one (or with another value, or not printable ASCII) is run
-#: without the record.
-MAX_UNIQUE_ID = 36
-
-
-class Delivery:
-    """The broker delivery whose call runs on this thread: its message's unique id (oslo's
-    ``_unique_id``, None if it had none usable) and whether its reply is dropped."""
-
-    def __init__(self, unique_id: str | None) -> None:
-        self.unique_id = unique_id
-        self.drop_reply = False
-
-
-#: Set by :meth:`BoundedRPCServer._process_incoming` around each call (one executor thread each).
-_DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("dbworker_delivery", default=None)
-
-#: The :class:`Delivery` of the call running on this thread, None outside a delivered call.
-current_delivery: Callable[[], Delivery | None] = _DELIVERY.get
 
 
 class SlotGate:
@@ -365,30 +344,19 @@ class BoundedRPCServer(RPCServer):
         future.add_done_callback(lambda _f: gate.release())
 
     def _process_incoming(self, incoming: list[Any]) -> None:
-        """Run oslo's handling of one request with its :class:`Delivery` set for the endpoint.
+        """Run oslo's handling of one request as its message's delivery (``delivery.delivered``).
 
         A redelivered write call that already committed sends no reply: the caller had the first
         delivery's reply (oslo's reply waiter ignores a second one for the same ``msg_id``) or timed
         out, and any reply now would be a guess. The message's own ``reply`` is wrapped for that.
         """
         message = incoming[0]
-        delivery = Delivery(_usable_id(getattr(message, "unique_id", None)))
         send = message.reply
+        with delivered(getattr(message, "unique_id", None)) as delivery:
 
-        def reply(*args: Any, **kwargs: Any) -> None:
-            if not delivery.drop_reply:
-                send(*args, **kwargs)
+            def reply(*args: Any, **kwargs: Any) -> None:
+                if not delivery.drop_reply:
+                    send(*args, **kwargs)
 
-        message.reply = reply
-        token = _DELIVERY.set(delivery)
-        try:
+            message.reply = reply
             super()._process_incoming(incoming)
-        finally:
-            _DELIVERY.reset(token)
-
-
-def _usable_id(unique_id: Any) -> str | None:
-    """The message's unique id if the dispatcher can record it (see :data:`MAX_UNIQUE_ID`)."""
-    if isinstance(unique_id, str) and 0 < len(unique_id) <= MAX_UNIQUE_ID:
-        return unique_id if unique_id.isascii() and unique_id.isprintable() else None
-    return None

@@ -45,7 +45,7 @@ from oslo_messaging import opts as messaging_opts  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
 from dbworker import __version__, client, conf, exception, masking, migration, models, wire  # noqa: E402
-from dbworker.housekeeping import trim_delivery_records  # noqa: E402
+from dbworker.delivery import trim_delivery_records  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
 
 PROG = "dbworker-manage"
@@ -131,7 +131,7 @@ def db_purge(config: cfg.ConfigOpts) -> int:
 def purge(engine: Engine, age: timedelta) -> dict[str, int]:
     """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``, and the
     ``rpc_calls`` records (no soft delete) created more than ``max(age, MIN_RECORD_AGE)`` ago
-    (:func:`dbworker.housekeeping.trim_delivery_records`).
+    (:func:`dbworker.delivery.trim_delivery_records`).
 
     Tables go children first, one transaction each; a soft-deleted parent still referenced by a
     row that stays (live, or deleted more recently) is kept, so no foreign key breaks.

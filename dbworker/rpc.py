@@ -18,8 +18,9 @@ from oslo_config import cfg
 from dbworker import exception
 from dbworker.catalogue import API_VERSION
 from dbworker.context import RequestContext
-from dbworker.dispatch import Dispatcher, Redelivered
-from dbworker.flow_control import BoundedRPCServer, current_delivery
+from dbworker.delivery import current_delivery
+from dbworker.dispatch import Dispatcher, NotRun
+from dbworker.flow_control import BoundedRPCServer
 from dbworker.logcontext import call_scope
 from dbworker.wire import Primitive
 
@@ -28,10 +29,9 @@ class DBWorkerEndpoint:
     """The RPC endpoint: one method per registered handler, named like it, plus ``health``.
 
     Business errors (``CinderException`` with ``expected``) are raised through
-    ``ExpectedException`` so the server logs them at debug level without a traceback. A call
-    runs with its delivery's message unique id (:func:`dbworker.flow_control.current_delivery`);
-    a redelivery of a write call that already committed is not run and gets no reply (the
-    dispatcher logs it).
+    ``ExpectedException`` so the server logs them at debug level without a traceback. A write call
+    runs with its message's delivery record as its first step (:mod:`dbworker.delivery`): a
+    redelivery of a write call that already committed is not run and gets no reply.
     """
 
     target = oslo_messaging.Target(version=API_VERSION)
@@ -47,16 +47,13 @@ class DBWorkerEndpoint:
 
     def _call(self, name: str, ctxt: Any, /, **kwargs: Any) -> Primitive:
         delivery = current_delivery()
+        first_step = delivery.record if delivery is not None and delivery.unique_id is not None else None
         try:
             ctx = RequestContext.from_dict(ctxt)
             with call_scope(ctx):
-                return self._dispatcher.call(
-                    name, ctx, kwargs, delivery_id=delivery.unique_id if delivery is not None else None
-                )
-        except Redelivered:
-            assert delivery is not None  # only a delivery's id can be found recorded
-            delivery.drop_reply = True
-            raise oslo_messaging.ExpectedException() from None  # logged at debug; never sent
+                return self._dispatcher.call(name, ctx, kwargs, first_step=first_step)
+        except NotRun:  # the delivery decided its reply (a redelivery's is dropped)
+            raise oslo_messaging.ExpectedException() from None  # logged at debug
         except exception.CinderException as err:
             if err.expected:
                 raise oslo_messaging.ExpectedException() from None

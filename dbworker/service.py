@@ -13,7 +13,7 @@ the broker. A deployment opens at most ``workers x (max_pool_size + max_overflow
 connections; the startup check warns when one host alone exceeds ``max_connections``.
 
 Each worker process also runs a thread that deletes old ``rpc_calls`` delivery records
-(:class:`dbworker.housekeeping.RecordTrimmer`).
+(:class:`dbworker.delivery.RecordTrimmer`).
 
 Signals (cotyledon): SIGTERM makes each worker stop taking calls, answer the running ones
 (:meth:`WorkerService.stop`) and exit, within ``[DEFAULT] graceful_shutdown_timeout``. SIGHUP
@@ -46,9 +46,9 @@ from sqlalchemy.engine import Engine, make_url
 
 from dbworker import __version__, flow_control, inflate, logcontext, masking, rpc
 from dbworker import conf as dbworker_conf
+from dbworker.delivery import RecordTrimmer
 from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
-from dbworker.housekeeping import RecordTrimmer
 from dbworker.masking import mask
 from dbworker.session import make_engine, make_sessionmaker
 from dbworker.settings import Settings

@@ -23,11 +23,11 @@ from daemons import ADMIN, wait_for
 from oslo_db import exception as db_exc
 from testenv import DATABASES
 
-from dbworker import client, exception, flow_control, migration, rpc
+from dbworker import client, exception, migration, rpc
 from dbworker.context import RequestContext, admin_context
-from dbworker.dispatch import Dispatcher, Redelivered
+from dbworker.delivery import Delivery, RecordTrimmer, Redelivered, trim_delivery_records, usable_id
+from dbworker.dispatch import Dispatcher
 from dbworker.handlers import build_registry
-from dbworker.housekeeping import RecordTrimmer, trim_delivery_records
 from dbworker.manage import purge
 from dbworker.models import QuotaUsage, Reservation, RpcCall, Service, Volume, utcnow
 from dbworker.registry import Auth, Registry, handler
@@ -45,9 +45,9 @@ def dispatcher(db) -> Dispatcher:
 def test_a_write_delivered_twice_runs_once_and_the_second_delivery_is_dropped(dispatcher, db, caplog):
     ctx = admin_context()
     values = {"project_id": "p1", "size": 1}  # no id: a second run would create a second volume
-    first = dispatcher.call("volume_create", ctx, {"values": values}, delivery_id="m-1")
+    first = dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
     with caplog.at_level(logging.WARNING, logger="dbworker.dispatch"), pytest.raises(Redelivered):
-        dispatcher.call("volume_create", ctx, {"values": values}, delivery_id="m-1")
+        dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
 
     assert [v.id for v in db.rows(Volume)] == [first["id"]]
     assert [(r.unique_id, r.method) for r in db.rows(RpcCall)] == [("m-1", "volume_create")]
@@ -58,8 +58,12 @@ def test_a_write_delivered_twice_runs_once_and_the_second_delivery_is_dropped(di
 
 def test_a_read_or_an_in_process_call_records_nothing(dispatcher, db):
     created = dispatcher.call("volume_create", admin_context(), {"values": {"size": 1}})  # LocalAPI: no id
-    dispatcher.call("volume_get", admin_context(), {"volume_id": created["id"]}, delivery_id="m-read")
-    dispatcher.call("volume_get", admin_context(), {"volume_id": created["id"]}, delivery_id="m-read")
+    dispatcher.call(
+        "volume_get", admin_context(), {"volume_id": created["id"]}, first_step=Delivery("m-read").record
+    )
+    dispatcher.call(
+        "volume_get", admin_context(), {"volume_id": created["id"]}, first_step=Delivery("m-read").record
+    )
     assert db.rows(RpcCall) == []
 
 
@@ -67,10 +71,12 @@ def test_a_write_that_failed_left_no_record_so_its_redelivery_runs(dispatcher, d
     """The failed call wrote nothing (its reply, the error, was sent): running it again cannot
     apply a write twice."""
     with pytest.raises(exception.VolumeNotFound):
-        dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, delivery_id="m-2")
+        dispatcher.call(
+            "volume_destroy", admin_context(), {"volume_id": "v1"}, first_step=Delivery("m-2").record
+        )
     assert db.rows(RpcCall) == []
     dispatcher.call("volume_create", admin_context(), {"values": {"id": "v1"}})
-    dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, delivery_id="m-2")
+    dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, first_step=Delivery("m-2").record)
     assert [r.unique_id for r in db.rows(RpcCall)] == ["m-2"]
 
 
@@ -79,11 +85,11 @@ def test_over_quota_commits_the_usage_refresh_with_the_record_and_its_redelivery
     args = {"resources": ["volumes", "gigabytes"], "quotas": {"volumes": 3, "gigabytes": 100}}
     args["deltas"] = {"volumes": 1, "gigabytes": 10}
     with pytest.raises(exception.OverQuota):
-        dispatcher.call("quota_reserve", USER, args, delivery_id="m-3")
+        dispatcher.call("quota_reserve", USER, args, first_step=Delivery("m-3").record)
     assert sorted((u.resource, u.in_use) for u in db.rows(QuotaUsage)) == [("gigabytes", 95), ("volumes", 1)]
     assert [r.method for r in db.rows(RpcCall)] == ["quota_reserve"]
     with pytest.raises(Redelivered):
-        dispatcher.call("quota_reserve", USER, args, delivery_id="m-3")
+        dispatcher.call("quota_reserve", USER, args, first_step=Delivery("m-3").record)
     assert db.rows(Reservation) == []
 
 
@@ -109,7 +115,10 @@ def test_a_deadlock_re_run_records_its_delivery_again_and_runs_once_more(db):
     """The record was in the rolled-back transaction: the re-run inserts it and is not dropped."""
     deadlock_once.calls = 0
     dispatcher = Dispatcher(_registry(deadlock_once), make_sessionmaker(db.engine), retry_interval=0)
-    assert dispatcher.call("deadlock_once", admin_context(), {"host": "h"}, delivery_id="m-4") == "done"
+    assert (
+        dispatcher.call("deadlock_once", admin_context(), {"host": "h"}, first_step=Delivery("m-4").record)
+        == "done"
+    )
     assert (deadlock_once.calls, dispatcher.counters["retries"]) == (2, 1)
     assert [s.host for s in db.rows(Service)] == ["h"]
     assert [r.unique_id for r in db.rows(RpcCall)] == ["m-4"]
@@ -218,7 +227,9 @@ def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_da
     def deliver(which: str, fail: bool) -> None:
         try:
             args = {"host": host, "fail": fail}
-            outcomes[which] = dispatcher.call("write_and_hold", admin_context(), args, delivery_id=delivery)
+            outcomes[which] = dispatcher.call(
+                "write_and_hold", admin_context(), args, first_step=Delivery(delivery).record
+            )
         except Exception as err:
             outcomes[which] = type(err)
 
@@ -341,4 +352,4 @@ def test_a_message_redelivered_to_another_worker_is_applied_once_and_answered_on
 def test_only_a_short_printable_ascii_unique_id_is_recorded(value, recorded):
     """A message without a usable id (oslo's are 32 hex digits) runs as before, without the record,
     rather than failing its call on the column."""
-    assert flow_control._usable_id(value) == (value if recorded else None)
+    assert usable_id(value) == (value if recorded else None)

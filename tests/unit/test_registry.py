@@ -237,12 +237,14 @@ def test_only_flow_control_imports_oslo_messaging_private_modules():
 @pytest.mark.parametrize(
     ("module", "allowed"),
     [
-        ("dbworker.flow_control", set()),
+        ("dbworker.flow_control", {"dbworker.delivery"}),
+        ("dbworker.delivery", {"dbworker.dispatch", "dbworker.models"}),
         (
             "dbworker.rpc",
             {
                 "dbworker.catalogue",
                 "dbworker.context",
+                "dbworker.delivery",
                 "dbworker.dispatch",
                 "dbworker.exception",
                 "dbworker.flow_control",
@@ -261,7 +263,17 @@ def test_the_rpc_edge_imports_nothing_from_the_daemon(module, allowed):
 
 @pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
 def test_handlers_never_import_the_machinery_around_them(module):
-    machinery = {"session", "dispatch", "rpc", "flow_control", "cmd", "service", "manage", "migration"}
+    machinery = {
+        "session",
+        "dispatch",
+        "delivery",
+        "rpc",
+        "flow_control",
+        "cmd",
+        "service",
+        "manage",
+        "migration",
+    }
     machinery |= {"client", "api", "calls", "catalogue", "describe"}  # the callers' side
     assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
 
