@@ -182,11 +182,7 @@ def test_service_get_all_filters_on_disabled_and_the_contexts_read_deleted_by_id
     ],
 )
 def test_service_get_all_by_host_returns_live_rows_disabled_included_by_id(api, admin, host, expected):
-    rows = _seed(api, admin)
-    for read_deleted in READ_DELETED:  # always live rows: the context's read_deleted is ignored
-        got = api.service_get_all_by_host(admin_context(read_deleted=read_deleted), host)
-        assert [row["id"] for row in got] == [rows[key]["id"] for key in expected], read_deleted
-        assert got == [rows[key] for key in expected]
+    _check_live_rows_by_id(api.service_get_all_by_host, _seed(api, admin), host, expected)
 
 
 @pytest.mark.parametrize(
@@ -199,9 +195,14 @@ def test_service_get_all_by_host_returns_live_rows_disabled_included_by_id(api, 
     ],
 )
 def test_service_get_all_by_topic_returns_live_enabled_rows_by_id(api, admin, topic, expected):
-    rows = _seed(api, admin)
-    for read_deleted in READ_DELETED:  # always live rows: the context's read_deleted is ignored
-        got = api.service_get_all_by_topic(admin_context(read_deleted=read_deleted), topic)
+    _check_live_rows_by_id(api.service_get_all_by_topic, _seed(api, admin), topic, expected)
+
+
+def _check_live_rows_by_id(function, rows: dict[str, dict], arg: str, expected: list[str]) -> None:
+    """``function(ctx, arg)`` returns the ``expected`` seeded rows, by id, whatever the context's
+    ``read_deleted`` (these readers always return live rows)."""
+    for read_deleted in READ_DELETED:
+        got = function(admin_context(read_deleted=read_deleted), arg)
         assert [row["id"] for row in got] == [rows[key]["id"] for key in expected], read_deleted
         assert got == [rows[key] for key in expected]
 
