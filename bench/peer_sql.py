@@ -202,5 +202,6 @@ def volume_create(
 
 
 def make_engine(url: str, pool_size: int = 18) -> sa.Engine:
-    """A pooled engine sized for the peers' 16 threads (no pre-ping, as dbworker's)."""
+    """A pooled engine for up to 16 threads, the bench's client threads (a server may pass its own size;
+    extra pooled connections stay idle); no pre-ping, as dbworker's."""
     return sa.create_engine(url, pool_size=pool_size, max_overflow=2, pool_pre_ping=False)

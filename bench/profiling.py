@@ -11,7 +11,7 @@ in milliseconds per call (samples / rate / calls served during the recording):
 * functions: the frames with the most own time, with their total (inclusive) time.
 
 py-spy samples only threads that are running (not idle in a socket wait), so the times are close
-to CPU time, but a thread waiting for the GIL counts as running: with 16 executor threads that
+to CPU time, but a thread waiting for the GIL counts as running: with several executor threads that
 inflates the samples several times over, so the run records with ``--gil`` (only the thread holding
 the GIL) unless ``--no-profile-gil``; the worker's CPU from /proc over the same seconds is reported
 beside the sampled total as a cross-check.
