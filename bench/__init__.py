@@ -1,7 +1,7 @@
 """dbworker's benchmark harness: ``python -m bench.run [--quick] [--out bench/RESULTS.md]`` (see run.py).
 
 Every process of the harness (the run, the echo server, the bare oslo peer, the Celery worker)
-imports this package first: it selects oslo.service's threading backend, as ``dbworker.cmd`` does,
+imports this package first: it selects oslo.service's threading backend, as ``dbworker.daemon.cmd`` does,
 before anything imports oslo.messaging (which would otherwise load the eventlet backend).
 """
 

@@ -19,8 +19,8 @@ import oslo_messaging
 
 from bench import workloads
 from bench.measure import Call
-from dbworker.catalogue import API_VERSION
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.protocol.catalogue import API_VERSION
 
 
 class Mismatch(AssertionError):

@@ -35,18 +35,22 @@ _MARKERS = ("site-packages/", f"{ROOT}/")
 #: (phase, file path suffix, function qualname or its last part); inclusive times, so phases nest.
 #: A phase whose function was renamed or never sampled shows 0.
 PHASES = (
-    ("executor thread: the whole call", "dbworker/flow_control.py", "BoundedRPCServer._process_incoming"),
+    (
+        "executor thread: the whole call",
+        "dbworker/edge/flow_control.py",
+        "BoundedRPCServer._process_incoming",
+    ),
     ("  oslo dispatch (incl. endpoint)", "oslo_messaging/rpc/dispatcher.py", "RPCDispatcher.dispatch"),
-    ("    dbworker endpoint: DBWorkerEndpoint._call", "dbworker/rpc.py", "DBWorkerEndpoint._call"),
-    ("      context: RequestContext.from_dict", "dbworker/context.py", "RequestContext.from_dict"),
-    ("      Dispatcher.call", "dbworker/dispatch.py", "Dispatcher.call"),
-    ("        admit (auth, arguments): Handler.admit", "dbworker/registry.py", "Handler.admit"),
-    ("        one transaction: _run_once", "dbworker/dispatch.py", "Dispatcher._run_once"),
-    ("          delivery record (writes): Delivery.record", "dbworker/delivery.py", "Delivery.record"),
+    ("    dbworker endpoint: DBWorkerEndpoint._call", "dbworker/edge/rpc.py", "DBWorkerEndpoint._call"),
+    ("      context: RequestContext.from_dict", "dbworker/core/context.py", "RequestContext.from_dict"),
+    ("      Dispatcher.call", "dbworker/core/dispatch.py", "Dispatcher.call"),
+    ("        admit (auth, arguments): Handler.admit", "dbworker/core/registry.py", "Handler.admit"),
+    ("        one transaction: _run_once", "dbworker/core/dispatch.py", "Dispatcher._run_once"),
+    ("          delivery record (writes): Delivery.record", "dbworker/edge/delivery.py", "Delivery.record"),
     ("          query: the volume_get handler", "dbworker/handlers/volumes.py", "volume_get"),
     ("          query: the volume_create handler", "dbworker/handlers/volumes.py", "volume_create"),
     ("            the reply: volume_reply", "dbworker/handlers/volume_replies.py", "volume_reply"),
-    ("          serialize: to_primitive", "dbworker/serialize.py", "to_primitive"),
+    ("          serialize: to_primitive", "dbworker/core/serialize.py", "to_primitive"),
     ("          commit: Session.commit", "sqlalchemy/orm/session.py", "Session.commit"),
     ("          close: Session.close", "sqlalchemy/orm/session.py", "Session.close"),
     ("        log line: Logger.info", "logging/__init__.py", "Logger.info"),
@@ -55,8 +59,16 @@ PHASES = (
         "oslo_messaging/_drivers/amqpdriver.py",
         "AMQPIncomingMessage.reply",
     ),
-    ("listener thread: receive, decode, ack, hand-over", "dbworker/flow_control.py", "BoundedListener._run"),
-    ("  accept (ack + queue): _GatedDelivery._accept", "dbworker/flow_control.py", "_GatedDelivery._accept"),
+    (
+        "listener thread: receive, decode, ack, hand-over",
+        "dbworker/edge/flow_control.py",
+        "BoundedListener._run",
+    ),
+    (
+        "  accept (ack + queue): _GatedDelivery._accept",
+        "dbworker/edge/flow_control.py",
+        "_GatedDelivery._accept",
+    ),
 )
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import event
 
 from bench import workloads
-from dbworker import records
 from dbworker.api import LocalAPI
+from dbworker.core import records
 from dbworker.session import make_engine
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.services import Process, Resources, python, unique, wait_until
 from dbworker import client as dbclient
-from dbworker.conf import DEFAULT_THREADS
+from dbworker.options import DEFAULT_THREADS
 
 THREADS = DEFAULT_THREADS  # dbworker's executor_thread_pool_size; the echo server and the peers use it too
 

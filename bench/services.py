@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from dbworker.testing import create_database, delete_queues
+from dbworker.tools.testing import create_database, delete_queues
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from bench import peer_sql
 from bench.measure import Call
 from dbworker import client as dbclient
-from dbworker import migration
+from dbworker import schema
 from dbworker.models import Volume, VolumeMetadata, VolumeType, VolumeTypeExtraSpecs, utcnow
 from dbworker.session import make_engine
 
@@ -42,7 +42,7 @@ class Data:
         self.url = url
         self.engine = make_engine(url, max_pool_size=18)
         self.engines = [self.engine]  # disposed with the data
-        migration.upgrade(self.engine)
+        schema.upgrade(self.engine)
         with Session(self.engine) as tx, tx.begin():
             volume_type = VolumeType(name="bench-type", created_at=utcnow(), deleted=False)
             tx.add(volume_type)

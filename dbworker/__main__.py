@@ -1,5 +1,5 @@
 """``python -m dbworker``: run the worker daemon."""
 
-from dbworker.cmd import main
+from dbworker.daemon.cmd import main
 
 main()

@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from dbworker.calls import CatalogueAPI, no_such_method
-from dbworker.context import RequestContext
-from dbworker.dispatch import Dispatcher
+from dbworker.core.context import RequestContext
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.logcontext import call_scope
+from dbworker.core.settings import Settings
 from dbworker.handlers import build_registry
-from dbworker.logcontext import call_scope
+from dbworker.protocol.calls import CatalogueAPI, no_such_method
 from dbworker.session import make_sessionmaker
-from dbworker.settings import Settings
 
 
 class LocalAPI(CatalogueAPI):

@@ -1,7 +1,7 @@
 """``dbworker.client``: Cinder's DB API functions, each forwarded over RPC to a dbworker.
 
 Every function of ``cinder.db.api`` is here with its signature (context first), generated from
-:mod:`dbworker.catalogue`; replies come back with ``datetime`` values, errors as the typed classes of
+:mod:`dbworker.protocol.catalogue`; replies come back with ``datetime`` values, errors as the typed classes of
 :mod:`dbworker.exception`. A function the worker does not serve fails with ``NoSuchMethod``.
 
 Use it as a module (``dbworker.client.volume_get(ctx, volume_id)``; the default client reads
@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
-from dbworker import catalogue, conf, exception
-from dbworker.calls import CatalogueAPI, no_such_method, oslo_messaging
+from dbworker import exception, options
+from dbworker.protocol import catalogue
+from dbworker.protocol.calls import CatalogueAPI, no_such_method, oslo_messaging
 
 if TYPE_CHECKING:
     from oslo_messaging import Transport
@@ -83,7 +84,7 @@ def configure(config: cfg.ConfigOpts | None = None, transport: Transport | None 
     (default ``cfg.CONF``: ``[DEFAULT] transport_url``, ``[dbworker] topic`` and ``rpc_timeout``)."""
     global _default
     config = config if config is not None else cfg.CONF
-    conf.register_client_opts(config)
+    options.register_client_opts(config)
     transport = transport or get_transport(config)
     client = Client(transport, topic=config.dbworker.topic, timeout=config.dbworker.rpc_timeout)
     with _lock:

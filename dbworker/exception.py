@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from dbworker import wire
+from dbworker.protocol import wire
 
 LOG = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class CinderException(Exception):
     (``OverQuota`` from ``quota_reserve``); ``expected`` errors are business outcomes, logged at
     debug level without a traceback.
 
-    ``kwargs`` holds each keyword argument as :func:`dbworker.wire.encode` converts it, plus
+    ``kwargs`` holds each keyword argument as :func:`dbworker.protocol.wire.encode` converts it, plus
     ``code``. A value it refuses is left out of ``kwargs`` and logged at ERROR (class, keyword,
     type); the error keeps its class, and its message formats that value as it was given.
     """

@@ -175,7 +175,7 @@ def begin_call(
 
 def raise_driver_error(conn: Connection, err: Exception) -> NoReturn:
     """Raise a driver error that happened past SQLAlchemy's statement execution (a
-    :class:`dbworker.records.PreparedRead`, a connection setting) exactly as SQLAlchemy raises
+    :class:`dbworker.core.records.PreparedRead`, a connection setting) exactly as SQLAlchemy raises
     one: wrapped, through oslo.db's filters (``DBConnectionError``...), and on a lost connection
     with the connection and the pool's older connections invalidated, so a re-run connects anew.
 

@@ -26,10 +26,10 @@ import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 from testenv import DB_FIXTURE_DATABASES, database_url, service_url  # noqa: E402
 
-from dbworker import migration, models  # noqa: E402
-from dbworker.context import RequestContext, admin_context  # noqa: E402
+from dbworker import models, schema  # noqa: E402
+from dbworker.core.context import RequestContext, admin_context  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
-from dbworker.testing import create_database  # noqa: E402
+from dbworker.tools.testing import create_database  # noqa: E402
 
 
 @dataclass
@@ -74,7 +74,7 @@ def database(request: pytest.FixtureRequest, private_database_url) -> Iterator[D
     """A database of each kind with the full schema, shared by the session's tests."""
     url = private_database_url(request.param)
     engine = make_engine(url, max_pool_size=20, max_overflow=5, sqlite_synchronous=False)
-    migration.upgrade(engine)  # the schema as `dbworker-manage db sync` builds it
+    schema.upgrade(engine)  # the schema as `dbworker-manage db sync` builds it
     yield Database(engine.dialect.name, url, engine)
     engine.dispose()
 
@@ -104,8 +104,8 @@ def rpc_conf():
 def rpc_servers(rpc_conf):
     """Started RPC servers over kombu+memory, one per database kind, with a client each."""
     from dbworker import client as client_mod
-    from dbworker import rpc
-    from dbworker.dispatch import Dispatcher
+    from dbworker.core.dispatch import Dispatcher
+    from dbworker.edge import rpc
     from dbworker.handlers import build_registry
     from dbworker.session import make_sessionmaker
 

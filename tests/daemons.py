@@ -24,18 +24,18 @@ import sqlalchemy as sa
 from oslo_config import cfg
 from oslo_messaging import conffixture
 
-from dbworker import exception, migration
-from dbworker.calls import CatalogueAPI
-from dbworker.testing import delete_queues
+from dbworker import exception, schema
+from dbworker.protocol.calls import CatalogueAPI
+from dbworker.tools.testing import delete_queues
 
 ADMIN = {"is_admin": True, "roles": ["admin"]}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def schema(url: str) -> None:
+def sync_schema(url: str) -> None:
     """Bring the database at ``url`` to the migrations' head."""
     engine = sa.create_engine(url)
-    migration.upgrade(engine)
+    schema.upgrade(engine)
     engine.dispose()
 
 

@@ -5,6 +5,7 @@ A handler lives in the module of the table it writes, or else reads.
 
 from __future__ import annotations
 
+from dbworker.core.registry import Registry
 from dbworker.handlers import (
     iscsi_targets,
     migrations,
@@ -18,7 +19,6 @@ from dbworker.handlers import (
     volume_types,
     volumes,
 )
-from dbworker.registry import Registry
 
 MODULES = (
     services,

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, check_string, model_query
+from dbworker.core.registry import Auth, handler
 from dbworker.models import IscsiTarget, Volume
-from dbworker.query import apply_values, check_string, model_query
-from dbworker.registry import Auth, handler
 
 
 @handler(auth=Auth.ADMIN)

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, check_int, model_query
+from dbworker.core.registry import Auth, handler
 from dbworker.models import Migration, utcnow
-from dbworker.query import apply_values, check_int, model_query
-from dbworker.registry import Auth, handler
 
 
 @handler(auth=Auth.ADMIN, writes=True)

@@ -18,12 +18,12 @@ from oslo_db import exception as db_exc
 from sqlalchemy import Connection, bindparam, false, func, insert, select, text
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import check_datetime, check_int, check_string
+from dbworker.core.registry import Auth, handler
+from dbworker.core.settings import Settings
 from dbworker.handlers.reservations import INSERT_RESERVATION, USAGES, Usage, write_usages
 from dbworker.models import Volume, utcnow
-from dbworker.query import check_datetime, check_int, check_string
-from dbworker.registry import Auth, handler
-from dbworker.settings import Settings
 
 LOG = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import check_int, check_string, model_query, soft_delete
+from dbworker.core.registry import Auth, handler
 from dbworker.models import Quota, QuotaClass, QuotaUsage, Reservation
-from dbworker.query import check_int, check_string, model_query, soft_delete
-from dbworker.registry import Auth, handler
 
 
 def _limit(limit: int | None) -> int | None:

@@ -15,10 +15,10 @@ from sqlalchemy import Connection, Select, and_, bindparam, false, insert, selec
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, model_query, soft_delete
+from dbworker.core.registry import Auth, handler
 from dbworker.models import QuotaUsage, Reservation, utcnow
-from dbworker.query import apply_values, model_query, soft_delete
-from dbworker.registry import Auth, handler
 
 USAGES = QuotaUsage.__table__
 RESERVATIONS = Reservation.__table__

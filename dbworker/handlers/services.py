@@ -8,11 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, model_query, soft_delete
+from dbworker.core.registry import Auth, handler
+from dbworker.core.settings import Settings
 from dbworker.models import Service, Volume
-from dbworker.query import apply_values, model_query, soft_delete
-from dbworker.registry import Auth, handler
-from dbworker.settings import Settings
 
 
 @handler(auth=Auth.ADMIN)

@@ -14,10 +14,10 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import M, apply_values, model_query
+from dbworker.core.registry import Auth, handler
 from dbworker.models import SmBackendConfig, SmFlavor, SmVolume
-from dbworker.query import M, apply_values, model_query
-from dbworker.registry import Auth, handler
 
 
 def _all(ctx: RequestContext, model: type[M]) -> Select[tuple[M]]:

@@ -13,10 +13,10 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, bulk_soft_delete, model_query
+from dbworker.core.registry import Auth, handler
 from dbworker.models import Snapshot
-from dbworker.query import apply_values, bulk_soft_delete, model_query
-from dbworker.registry import Auth, handler
 
 
 def _snapshots(ctx: RequestContext, read_deleted: str | None = None) -> Select[tuple[Snapshot]]:

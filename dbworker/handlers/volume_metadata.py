@@ -11,12 +11,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import bulk_soft_delete, metadata_items
+from dbworker.core.registry import Auth, handler
 from dbworker.handlers.volume_replies import check_visible
 from dbworker.handlers.volumes import MetadataModel, live_metadata, write_metadata
 from dbworker.models import VolumeAdminMetadata, VolumeMetadata
-from dbworker.query import bulk_soft_delete, metadata_items
-from dbworker.registry import Auth, handler
 
 
 def _metadata_dict(tx: Session, model: MetadataModel, volume_id: str) -> dict[str, str]:

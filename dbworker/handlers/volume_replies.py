@@ -3,7 +3,7 @@
 Every volume reply is built here, by :func:`volume_records`, from one statement built once per
 variant: the volumes joined to their live volume type, then (``UNION ALL``) their live metadata,
 their types' live extra specs and, for an admin context, their live admin metadata. Rows map
-straight to records (:mod:`dbworker.records`), without ORM objects. No handler lives here.
+straight to records (:mod:`dbworker.core.records`), without ORM objects. No handler lives here.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import connection_of
+from dbworker.core.records import Mapper, PreparedRead
+from dbworker.core.settings import Settings
 from dbworker.models import Volume, VolumeAdminMetadata, VolumeMetadata, VolumeType, VolumeTypeExtraSpecs
-from dbworker.query import connection_of
-from dbworker.records import Mapper, PreparedRead
-from dbworker.settings import Settings
-from dbworker.wire import Record
+from dbworker.protocol.wire import Record
 
 VOLUMES = Volume.__table__
 _TYPES = VolumeType.__table__

@@ -13,10 +13,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import apply_values, bulk_soft_delete, check_string, metadata_items, model_query
+from dbworker.core.registry import Auth, handler
 from dbworker.models import VolumeType, VolumeTypeExtraSpecs
-from dbworker.query import apply_values, bulk_soft_delete, check_string, metadata_items, model_query
-from dbworker.registry import Auth, handler
 
 
 def _types(ctx: RequestContext, read_deleted: str | None = None) -> Select[tuple[VolumeType]]:

@@ -21,7 +21,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.query import (
+    apply_values,
+    bulk_soft_delete,
+    check_datetime,
+    checked_values,
+    metadata_items,
+    model_query,
+    soft_delete,
+)
+from dbworker.core.registry import Auth, handler
+from dbworker.core.settings import Settings
 from dbworker.handlers.volume_replies import (
     ADMIN_METADATA,
     METADATA,
@@ -37,18 +48,7 @@ from dbworker.models import (
     VolumeAdminMetadata,
     VolumeMetadata,
 )
-from dbworker.query import (
-    apply_values,
-    bulk_soft_delete,
-    check_datetime,
-    checked_values,
-    metadata_items,
-    model_query,
-    soft_delete,
-)
-from dbworker.registry import Auth, handler
-from dbworker.settings import Settings
-from dbworker.wire import Record
+from dbworker.protocol.wire import Record
 
 
 # --- reads ----------------------------------------------------------------------------------------

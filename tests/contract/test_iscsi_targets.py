@@ -14,7 +14,7 @@ from testenv import DATABASES
 
 from dbworker import exception
 from dbworker.api import LocalAPI
-from dbworker.context import admin_context
+from dbworker.core.context import admin_context
 from dbworker.models import IscsiTarget, Volume
 
 FUNCTIONS = [

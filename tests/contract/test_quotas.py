@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dbworker import exception
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
 from dbworker.models import Quota, QuotaClass, QuotaUsage, Reservation
 
 ADMIN_ONLY = [

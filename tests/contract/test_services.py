@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from dbworker import exception
-from dbworker.context import admin_context
+from dbworker.core.context import admin_context
 from dbworker.models import Service
 
 SERVICE_FUNCTIONS = [

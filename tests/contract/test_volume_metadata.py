@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dbworker import exception
-from dbworker.context import RequestContext, admin_context
+from dbworker.core.context import RequestContext, admin_context
 from dbworker.models import VolumeAdminMetadata, VolumeMetadata
 
 FAMILIES = [

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from dbworker import exception
-from dbworker.context import RequestContext, admin_context
+from dbworker.core.context import RequestContext, admin_context
 from dbworker.models import IscsiTarget, Volume, VolumeMetadata, VolumeType, VolumeTypeExtraSpecs
 
 INSTANCE = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"

@@ -8,7 +8,7 @@ from typing import Any
 
 import oslo_messaging
 import pytest
-from daemons import Daemon, plain_transport, schema
+from daemons import Daemon, plain_transport, sync_schema
 from testenv import service_url
 
 
@@ -20,7 +20,7 @@ def rabbit_url() -> str:
 @pytest.fixture(scope="module")
 def database_url(private_database_url) -> str:
     url = private_database_url("postgresql")
-    schema(url)
+    sync_schema(url)
     return url
 
 

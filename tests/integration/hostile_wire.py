@@ -16,7 +16,7 @@ import kombu
 import sqlalchemy as sa
 from daemons import ADMIN, Daemon
 
-from dbworker.testing import kombu_url
+from dbworker.tools.testing import kombu_url
 
 CONTROL_EXCHANGE = "openstack"  # oslo.messaging's default [DEFAULT] control_exchange
 MB = 1024 * 1024

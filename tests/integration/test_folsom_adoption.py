@@ -14,9 +14,9 @@ from schema_checks import differences, mysql_table_options
 from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, String, Table, Text
 from testenv import DATABASES
 
-from dbworker import migration, models
+from dbworker import models, schema
 from dbworker.api import LocalAPI
-from dbworker.context import RequestContext, admin_context
+from dbworker.core.context import RequestContext, admin_context
 from dbworker.session import make_engine
 
 #: Folsom's tables as its migrations 001 and 002 created them (reference §4, "mig"): ``name:type``
@@ -211,9 +211,9 @@ def test_db_sync_adopts_a_folsom_database_with_exactly_the_models_schema_and_ser
 ):
     engine = _folsom_database(private_database_url(kind))
 
-    migration.upgrade(engine)
+    schema.upgrade(engine)
 
-    assert migration.current(engine) == migration.head()
+    assert schema.current(engine) == schema.head()
     assert differences(engine) == []  # migrate_version gone, every index and unique key added
     if kind == "mysql":
         tables, precisions = mysql_table_options(engine)
@@ -268,7 +268,7 @@ def test_a_foreign_key_to_the_absent_instances_table_is_dropped(private_database
         folsom.execute("INSERT INTO migrations (id, instance_uuid, status) VALUES (1, 'i-1', 'done')")
     assert [fk["referred_table"] for fk in sa.inspect(engine).get_foreign_keys("migrations")] == ["instances"]
 
-    migration.upgrade(engine)
+    schema.upgrade(engine)
 
     assert sa.inspect(engine).get_foreign_keys("migrations") == []
     assert differences(engine) == []
@@ -328,13 +328,13 @@ def test_a_folsom_database_it_cannot_adopt_is_refused_unchanged_with_what_to_do(
     engine = _folsom_database(private_database_url(kind), rows=rows)
     before = _snapshot(engine)
 
-    with pytest.raises(migration.SchemaError) as raised:
-        migration.upgrade(engine)
+    with pytest.raises(schema.SchemaError) as raised:
+        schema.upgrade(engine)
 
     for text in [*expected, "Nothing was changed", "dbworker-manage db sync"]:
         assert text in str(raised.value)
     assert _snapshot(engine) == before  # still migrate_version, no alembic_version, no new index
-    assert migration.current(engine) is None
+    assert schema.current(engine) is None
     engine.dispose()
 
 
@@ -346,9 +346,9 @@ def test_a_changed_folsom_schema_is_refused_naming_what_differs(private_database
     before = _snapshot(engine)
 
     with pytest.raises(
-        migration.SchemaError, match=r"table sm_volume is missing; volumes\.owner_note is not Folsom's"
+        schema.SchemaError, match=r"table sm_volume is missing; volumes\.owner_note is not Folsom's"
     ):
-        migration.upgrade(engine)
+        schema.upgrade(engine)
 
     assert _snapshot(engine) == before
     engine.dispose()
@@ -374,14 +374,14 @@ def test_an_adoption_interrupted_on_mariadb_resumes(private_database_url):
         conn.exec_driver_sql("INSERT INTO volume_metadata (id, volume_id, `key`) VALUES (99, 'vol-x', 'k')")
 
     with pytest.raises(
-        migration.SchemaError, match="volume_metadata id=99: its volume_id names no row of volumes"
+        schema.SchemaError, match="volume_metadata id=99: its volume_id names no row of volumes"
     ):
-        migration.upgrade(engine)
+        schema.upgrade(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM volume_metadata WHERE id = 99")
-    migration.upgrade(engine)
+    schema.upgrade(engine)
 
-    assert migration.current(engine) == migration.head()
+    assert schema.current(engine) == schema.head()
     assert differences(engine) == []
     tables, precisions = mysql_table_options(engine)
     assert (set(tables.values()), precisions) == ({("InnoDB", "utf8mb4")}, {6})

@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from daemons import ADMIN, Daemon, rpc, schema, wait_until_answering
+from daemons import ADMIN, Daemon, rpc, sync_schema, wait_until_answering
 from hostile_wire import MB, Probe, Wire, deep, envelope, failure
 from sqlalchemy.engine import make_url
 
+from dbworker.core.registry import conforms
 from dbworker.handlers import build_registry
-from dbworker.registry import conforms
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgresql, pytest.mark.slow, pytest.mark.timeout(170)]
 
@@ -417,7 +417,7 @@ def test_errors_of_every_kind_leave_no_sql_parameters_or_passwords_in_replies_or
     daemon, transport, rabbit_url, private_database_url
 ) -> None:
     url = private_database_url("postgresql")
-    schema(url)
+    sync_schema(url)
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         for statement in HOSTILE_SCHEMA:

@@ -26,12 +26,12 @@ import time
 import oslo_messaging
 import pytest
 import sqlalchemy as sa
-from daemons import Daemon, schema, wait_for
+from daemons import Daemon, sync_schema, wait_for
 from load_ledger import CALLS, run_load, settle_and_check
 from testenv import service_url
 
 from dbworker.client import Client
-from dbworker.testing import kill_database_sessions
+from dbworker.tools.testing import kill_database_sessions
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -43,7 +43,7 @@ MYSQL = pytest.param("mysql", marks=pytest.mark.mysql, id="mysql")
 def database_url(request: pytest.FixtureRequest, private_database_url) -> str:
     """A private database of the kind the test is parametrized with (indirect), at the head."""
     url = private_database_url(request.param)
-    schema(url)
+    sync_schema(url)
     return url
 
 

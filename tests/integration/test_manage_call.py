@@ -19,12 +19,14 @@ from datetime import datetime
 import pytest
 from testenv import service_url
 
-from dbworker import client, migration, rpc, wire
-from dbworker.dispatch import Dispatcher
+from dbworker import client, schema
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Registry
+from dbworker.edge import rpc
 from dbworker.handlers import services
-from dbworker.registry import Registry
+from dbworker.protocol import wire
 from dbworker.session import make_engine, make_sessionmaker
-from dbworker.testing import delete_queues
+from dbworker.tools.testing import delete_queues
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(120)]
 
@@ -42,7 +44,7 @@ def rabbit_url() -> str:
 def topic(rabbit_url, private_database_url, rpc_conf):
     """The topic of a worker serving only the services family, on RabbitMQ and SQLite."""
     engine = make_engine(private_database_url("sqlite"))
-    migration.upgrade(engine)
+    schema.upgrade(engine)
     topic = f"dbworker-manage-{uuid.uuid4().hex[:8]}"
     transport = client.get_transport(rpc_conf, url=rabbit_url)
     dispatcher = Dispatcher(Registry.from_modules([services]), make_sessionmaker(engine))
@@ -60,7 +62,7 @@ def manage_command(tmp_path, url: str, topic: str, *args: str) -> list[str]:
     """Return the command line of ``dbworker-manage --config-file <tmp> call *args``."""
     config = tmp_path / f"dbworker-{uuid.uuid4().hex[:6]}.conf"
     config.write_text(f"[DEFAULT]\ntransport_url = {url}\n[dbworker]\ntopic = {topic}\n")
-    return [sys.executable, "-m", "dbworker.manage", "--config-file", str(config), "call", *args]
+    return [sys.executable, "-m", "dbworker.tools.manage", "--config-file", str(config), "call", *args]
 
 
 def manage(tmp_path, url: str, topic: str, *args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from testenv import DATABASES
 
 from dbworker import exception
 from dbworker.api import LocalAPI
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
 from dbworker.models import QuotaUsage, Reservation
 
 THREADS = 16

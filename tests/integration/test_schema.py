@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from schema_checks import differences, mysql_table_options
 from testenv import DATABASES
 
-from dbworker import migration, models
-from dbworker.manage import purge
+from dbworker import models, schema
 from dbworker.session import make_engine
+from dbworker.tools.manage import purge
 
 
 @pytest.fixture(params=DATABASES)
@@ -25,19 +25,19 @@ def empty_engine(request: pytest.FixtureRequest, private_database_url):
 
 
 def test_upgrading_an_empty_database_to_head_gives_exactly_the_models_schema(empty_engine):
-    assert migration.current(empty_engine) is None
-    assert not migration.is_current(empty_engine)
+    assert schema.current(empty_engine) is None
+    assert not schema.is_current(empty_engine)
 
-    migration.upgrade(empty_engine)
+    schema.upgrade(empty_engine)
 
-    assert migration.current(empty_engine) == migration.head() == "0002"
-    assert migration.is_current(empty_engine)
+    assert schema.current(empty_engine) == schema.head() == "0002"
+    assert schema.is_current(empty_engine)
     assert differences(empty_engine) == []
 
 
 def test_mysql_tables_are_innodb_utf8mb4_with_microsecond_datetimes(private_database_url):
     engine = make_engine(private_database_url("mysql"))
-    migration.upgrade(engine)
+    schema.upgrade(engine)
     tables, precisions = mysql_table_options(engine)
     engine.dispose()
     assert set(tables) == set(models.Base.metadata.tables)
@@ -46,9 +46,9 @@ def test_mysql_tables_are_innodb_utf8mb4_with_microsecond_datetimes(private_data
 
 
 def test_upgrading_twice_changes_nothing(empty_engine):
-    migration.upgrade(empty_engine)
-    migration.upgrade(empty_engine)
-    assert migration.current(empty_engine) == migration.head()
+    schema.upgrade(empty_engine)
+    schema.upgrade(empty_engine)
+    assert schema.current(empty_engine) == schema.head()
 
 
 @pytest.mark.parametrize(
@@ -68,18 +68,18 @@ def test_a_schema_alembic_did_not_create_is_refused_with_what_to_do(private_data
             conn.execute(sa.text("CREATE TABLE migrate_version (version INTEGER)"))
             conn.execute(sa.text("INSERT INTO migrate_version VALUES (1)"))
 
-    with pytest.raises(migration.SchemaError, match=expected) as raised:
-        migration.upgrade(engine)
+    with pytest.raises(schema.SchemaError, match=expected) as raised:
+        schema.upgrade(engine)
 
     assert "dbworker-manage db" in str(raised.value)
-    assert migration.current(engine) is None
+    assert schema.current(engine) is None
     assert ("migrate_version" in sa.inspect(engine).get_table_names()) == (setup == "migrate_version")
 
 
 # --- dbworker-manage ----------------------------------------------------------------------------
 def _manage(config_file, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "dbworker.manage", "--config-file", str(config_file), *args],
+        [sys.executable, "-m", "dbworker.tools.manage", "--config-file", str(config_file), *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -106,7 +106,7 @@ def test_db_sync_creates_the_schema_and_db_version_prints_it(tmp_path, private_d
     assert sync.returncode == 0, sync.stderr
     assert "upgraded from none to 0002" in sync.stdout
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    assert (after.returncode, after.stdout) == (0, f"{migration.head()}\n")
+    assert (after.returncode, after.stdout) == (0, f"{schema.head()}\n")
     engine = make_engine(url)
     assert differences(engine) == []
     engine.dispose()
@@ -138,7 +138,7 @@ def test_expected_failures_exit_1_with_one_line_on_stderr_and_no_traceback(tmp_p
 def test_db_purge_hard_deletes_old_soft_deleted_rows_children_first(tmp_path, private_database_url, kind):
     url = private_database_url(kind)
     engine = make_engine(url)
-    migration.upgrade(engine)
+    schema.upgrade(engine)
     now = models.utcnow()
     old, recent = now - timedelta(days=40), now - timedelta(days=2)
     with sa.orm.Session(engine) as session, session.begin():
@@ -196,7 +196,7 @@ def test_db_stamp_records_the_revision_of_a_schema_brought_there_by_hand(tmp_pat
     result = _manage(_config_file(tmp_path, url), "db", "stamp", "0002")
 
     assert result.returncode == 0, result.stderr
-    assert migration.current(engine) == "0002"
-    migration.upgrade(engine)  # nothing left to run, and no collision
-    assert migration.is_current(engine)
+    assert schema.current(engine) == "0002"
+    schema.upgrade(engine)  # nothing left to run, and no collision
+    assert schema.is_current(engine)
     engine.dispose()

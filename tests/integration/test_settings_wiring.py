@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from daemons import ADMIN, Daemon, PlainOsloAPI, rpc, wait_until_answering
 
-from dbworker.conf import DBWORKER_OPTS
 from dbworker.models import QuotaUsage, utcnow
+from dbworker.options import DBWORKER_OPTS
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgresql, pytest.mark.slow, pytest.mark.timeout(120)]
 

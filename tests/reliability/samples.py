@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dbworker import models
-from dbworker.context import RequestContext, admin_context
+from dbworker.core.context import RequestContext, admin_context
 
 INSTANCE = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 PROJECTS = ("p1", "p2")

@@ -25,9 +25,9 @@ from samples import SAMPLES, WHO, context, leaks, project_rows, seed, table_cont
 
 from dbworker import exception
 from dbworker.api import LocalAPI
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
+from dbworker.core.registry import Auth, Handler
 from dbworker.handlers import build_registry
-from dbworker.registry import Auth, Handler
 
 REGISTRY = build_registry()
 

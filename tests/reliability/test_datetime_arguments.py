@@ -11,7 +11,7 @@ from samples import SAMPLES, context, seed, table_contents
 from dbworker import exception
 from dbworker.api import LocalAPI
 from dbworker.handlers import build_registry
-from dbworker.wire import DATETIME_FIELDS
+from dbworker.protocol.wire import DATETIME_FIELDS
 
 REGISTRY = build_registry()
 BAD = ("next tuesday", "2024-13-01T00:00:00", "0999-01-01T00:00:00", ["2024-01-01"])

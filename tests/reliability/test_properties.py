@@ -31,11 +31,11 @@ from sqlalchemy.engine import Engine
 
 from dbworker import exception, models
 from dbworker.api import LocalAPI
-from dbworker.dispatch import Dispatcher
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Arg, Handler
 from dbworker.handlers import build_registry
-from dbworker.registry import Arg, Handler
+from dbworker.protocol.wire import encode
 from dbworker.session import make_sessionmaker
-from dbworker.wire import encode
 
 REGISTRY = build_registry()
 #: Examples per function and database; raise it for a deeper local run (CI keeps the default).

@@ -10,11 +10,11 @@ from samples import SAMPLES, context, seed
 from testenv import DB_FIXTURE_DATABASES, service_url
 
 from dbworker.api import LocalAPI
+from dbworker.core.records import PreparedRead
+from dbworker.core.registry import Auth
 from dbworker.handlers import build_registry
-from dbworker.records import PreparedRead
-from dbworker.registry import Auth
 from dbworker.session import make_engine
-from dbworker.testing import kill_database_sessions
+from dbworker.tools.testing import kill_database_sessions
 
 REGISTRY = build_registry()
 SINGLE = sorted(name for name, handler in REGISTRY.items() if handler.single_statement)

@@ -23,15 +23,16 @@ from daemons import ADMIN, wait_for
 from oslo_db import exception as db_exc
 from testenv import DATABASES
 
-from dbworker import client, exception, migration, rpc
-from dbworker.context import RequestContext, admin_context
-from dbworker.delivery import Delivery, RecordTrimmer, Redelivered, trim_delivery_records, usable_id
-from dbworker.dispatch import Dispatcher
+from dbworker import client, exception, schema
+from dbworker.core.context import RequestContext, admin_context
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Auth, Registry, handler
+from dbworker.edge import rpc
+from dbworker.edge.delivery import Delivery, RecordTrimmer, Redelivered, trim_delivery_records, usable_id
 from dbworker.handlers import build_registry
-from dbworker.manage import purge
 from dbworker.models import QuotaUsage, Reservation, RpcCall, Service, Volume, utcnow
-from dbworker.registry import Auth, Registry, handler
 from dbworker.session import make_engine, make_sessionmaker
+from dbworker.tools.manage import purge
 
 USER = RequestContext.from_dict({"user_id": "u1", "project_id": "p1", "roles": ["member"]})
 
@@ -46,7 +47,7 @@ def test_a_write_delivered_twice_runs_once_and_the_second_delivery_is_dropped(di
     ctx = admin_context()
     values = {"project_id": "p1", "size": 1}  # no id: a second run would create a second volume
     first = dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
-    with caplog.at_level(logging.WARNING, logger="dbworker.dispatch"), pytest.raises(Redelivered):
+    with caplog.at_level(logging.WARNING, logger="dbworker.core.dispatch"), pytest.raises(Redelivered):
         dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
 
     assert [v.id for v in db.rows(Volume)] == [first["id"]]
@@ -200,7 +201,7 @@ WAITING_ON_A_LOCK = {
 @pytest.fixture(scope="module", params=[p for p in DATABASES if p.values[0] != "sqlite"])
 def server_database(request, private_database_url) -> Iterator[sa.Engine]:
     engine = make_engine(private_database_url(request.param))
-    migration.upgrade(engine)
+    schema.upgrade(engine)
     yield engine
     engine.dispose()
 

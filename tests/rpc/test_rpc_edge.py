@@ -10,11 +10,13 @@ import pytest
 from oslo_db import api as oslo_db_api
 from oslo_db import options as db_options
 
-from dbworker import catalogue, client, exception, models, rpc
-from dbworker.context import admin_context
-from dbworker.dispatch import Dispatcher
+from dbworker import client, exception, models
+from dbworker.core.context import admin_context
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Registry
+from dbworker.edge import rpc
 from dbworker.handlers import services
-from dbworker.registry import Registry
+from dbworker.protocol import catalogue
 from dbworker.session import make_engine, make_sessionmaker
 
 
@@ -170,7 +172,7 @@ def test_the_edge_hands_each_call_its_logging_scope(served):
             seen.append((record.getMessage(), current.request_id if current else None))
 
     topic, transport = served
-    logger, spy = logging.getLogger("dbworker.dispatch"), Spy()
+    logger, spy = logging.getLogger("dbworker.core.dispatch"), Spy()
     level = logger.level
     logger.addHandler(spy)
     logger.setLevel(logging.INFO)

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from seed_catalogue import SEED_SIGNATURES, parse
 
-from dbworker import catalogue, describe, models, wire
-from dbworker.calls import CatalogueAPI
+from dbworker import models
+from dbworker.core.registry import Registry
 from dbworker.handlers import build_registry
-from dbworker.registry import Registry
-from dbworker.wire import Record
+from dbworker.protocol import catalogue, wire
+from dbworker.protocol.calls import CatalogueAPI
+from dbworker.protocol.wire import Record
+from dbworker.tools import describe
 
 REGISTRY = build_registry()
 #: The catalogue as the handlers declare it now (not read from the committed description).
@@ -35,7 +37,7 @@ DELIBERATE = parse(
 
 def test_the_committed_description_is_what_the_handlers_declare():
     assert describe.render(REGISTRY) == describe.TARGET.read_text(), (
-        "dbworker/signatures.py is stale: run `python -m dbworker.describe`"
+        "dbworker/protocol/signatures.py is stale: run `python -m dbworker.tools.describe`"
     )
     assert catalogue.FUNCTIONS == LIVE
 
@@ -119,7 +121,7 @@ def test_a_signature_that_cannot_travel_is_refused():
 def _registry(source: str) -> Registry:
     """The registry of a module made of ``source`` (handlers marked with ``@handler``)."""
     module = types.ModuleType("made")
-    exec(f"from dbworker.registry import handler\n{source}", module.__dict__)
+    exec(f"from dbworker.core.registry import handler\n{source}", module.__dict__)
     return Registry.from_modules([module])
 
 

@@ -11,12 +11,12 @@ import sqlalchemy as sa
 from oslo_db import exception as db_exc
 
 from dbworker import exception
-from dbworker.context import RequestContext, admin_context
-from dbworker.dispatch import Dispatcher
+from dbworker.core.context import RequestContext, admin_context
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Auth, Registry, handler
+from dbworker.core.settings import DEFAULT_SETTINGS, Settings
 from dbworker.models import Service
-from dbworker.registry import Auth, Registry, handler
 from dbworker.session import make_sessionmaker
-from dbworker.settings import DEFAULT_SETTINGS, Settings
 
 
 def _registry(*functions):

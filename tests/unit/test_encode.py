@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 from dbworker import models
-from dbworker.serialize import View, to_primitive
-from dbworker.wire import Record, encode
+from dbworker.core.serialize import View, to_primitive
+from dbworker.protocol.wire import Record, encode
 
 
 class Colour(enum.StrEnum):

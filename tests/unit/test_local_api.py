@@ -10,10 +10,10 @@ import oslo_messaging
 import pytest
 
 from dbworker.api import LocalAPI
-from dbworker.context import admin_context
-from dbworker.dispatch import Dispatcher
+from dbworker.core.context import admin_context
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.registry import Registry
 from dbworker.handlers import services
-from dbworker.registry import Registry
 from dbworker.session import make_engine, make_sessionmaker
 
 
@@ -33,7 +33,7 @@ PROBE = """
 import sys
 from dbworker import models
 from dbworker.api import LocalAPI
-from dbworker.context import admin_context
+from dbworker.core.context import admin_context
 from dbworker.session import make_engine
 
 engine = make_engine("sqlite:///{path}")

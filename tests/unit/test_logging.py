@@ -13,9 +13,9 @@ from oslo_log import formatters
 from oslo_log import log as oslo_log
 from oslo_utils import strutils
 
-from dbworker.context import RequestContext
-from dbworker.logcontext import CallLogFormatter, call_scope
-from dbworker.masking import mask
+from dbworker.core.context import RequestContext
+from dbworker.core.logcontext import CallLogFormatter, call_scope
+from dbworker.daemon.masking import mask
 
 MESSAGES = [
     "volume_get 1.2ms ok",
@@ -49,7 +49,7 @@ def log_conf():
 
 def _record() -> logging.LogRecord:
     return logging.LogRecord(
-        "dbworker.dispatch", logging.INFO, __file__, 1, "%s %.1fms %s", ("volume_get", 1.25, "ok"), None
+        "dbworker.core.dispatch", logging.INFO, __file__, 1, "%s %.1fms %s", ("volume_get", 1.25, "ok"), None
     )
 
 

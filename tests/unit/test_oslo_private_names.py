@@ -1,4 +1,4 @@
-"""The private oslo.messaging and kombu names ``dbworker.flow_control`` relies on still exist, with
+"""The private oslo.messaging and kombu names ``dbworker.edge.flow_control`` relies on still exist, with
 the shape it relies on, in the installed libraries.
 
 The list is the one in ``flow_control``'s module docstring (one bullet per name; see its notation).
@@ -23,7 +23,7 @@ import kombu
 import oslo_messaging
 import pytest
 
-from dbworker import flow_control
+from dbworker.edge import flow_control
 
 
 class PrivateName(NamedTuple):
@@ -85,7 +85,7 @@ NAMES = parse(flow_control.__doc__ or "")
 
 def resolve(path: str, entry: PrivateName) -> Any:
     module_name, _, qualname = path.partition(":")
-    where = f"{entry.line}\n(dbworker relies on it in dbworker/flow_control.py: {entry.use})"
+    where = f"{entry.line}\n(dbworker relies on it in dbworker/edge/flow_control.py: {entry.use})"
     try:
         found: Any = importlib.import_module(module_name)
     except ImportError:
@@ -169,7 +169,7 @@ def test_the_docstring_lists_the_names_flow_control_is_known_to_use():
 
 @pytest.mark.parametrize("entry", NAMES, ids=lambda entry: entry.line.split("``")[1])
 def test_each_private_name_still_has_the_shape_flow_control_relies_on(entry, real_objects):
-    where = f"{entry.line}\n(dbworker relies on it in dbworker/flow_control.py: {entry.use})"
+    where = f"{entry.line}\n(dbworker relies on it in dbworker/edge/flow_control.py: {entry.use})"
     owner = resolve(entry.owner, entry)
     if not entry.name:
         assert inspect.isclass(owner), f"not a class any more: {where}"
@@ -210,7 +210,7 @@ def test_the_listener_queues_a_delivery_by_appending_to_the_list_it_polls(real_o
     see whether oslo queued a delivery; the cast above went through the swapped list."""
     assert real_objects["appended"] == 1, (
         "RpcAMQPListener.__call__ no longer appends a delivery to its incoming list, or poll no "
-        "longer takes it from there (dbworker/flow_control.py: _GatedDelivery._accept)"
+        "longer takes it from there (dbworker/edge/flow_control.py: _GatedDelivery._accept)"
     )
 
 
@@ -243,4 +243,4 @@ def test_every_underscore_name_flow_control_reaches_into_is_listed():
     }
     private = {name for name in reached - own if name.startswith("_") and not name.startswith("__")}
     unlisted = sorted(private - {entry.name for entry in NAMES})
-    assert unlisted == [], f"dbworker/flow_control.py uses {unlisted}, not in its docstring's list"
+    assert unlisted == [], f"dbworker/edge/flow_control.py uses {unlisted}, not in its docstring's list"

@@ -1,11 +1,9 @@
 """The registry's invariants: unique, non-reserved names; handlers that live in their family's
-module and are all called by the contract cases; imports that go one way; the wire's datetime
-fields. (The catalogue's signatures and reply shapes: test_catalogue.py.)"""
+module and are all called by the contract cases; the wire's datetime fields. (The catalogue's
+signatures and reply shapes: test_catalogue.py; the direction of imports: test_layers.py.)"""
 
 from __future__ import annotations
 
-import ast
-import graphlib
 import inspect
 import re
 import types
@@ -15,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 from seed_catalogue import SEED_SIGNATURES
 
-from dbworker import catalogue, exception, models, wire
-from dbworker.context import RequestContext, admin_context
+from dbworker import exception, models
+from dbworker.core.context import RequestContext, admin_context
+from dbworker.core.registry import Auth, Registry, handler
+from dbworker.core.settings import DEFAULT_SETTINGS, Settings
 from dbworker.handlers import MODULES, build_registry
-from dbworker.registry import Auth, Registry, handler
-from dbworker.settings import DEFAULT_SETTINGS, Settings
+from dbworker.protocol import catalogue, wire
 
 REGISTRY = build_registry()
 PACKAGE = Path(catalogue.__file__).parent
@@ -161,193 +160,6 @@ def test_a_handler_takes_the_settings_only_as_a_keyword_only_settings_without_a_
     with pytest.raises(ValueError, match="keyword-only parameter 'settings'"):
         Registry.from_modules([_with_settings_as(params)])
     assert Registry.from_modules([_with_settings_as("*, settings")])["configured"].needs_settings
-
-
-# --- import direction ---------------------------------------------------------------------------
-def imports_of(path: Path) -> set[str]:
-    """The modules a source file imports (``from a import b`` counts as ``a`` and ``a.b``)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            assert node.level == 0, f"{path}: relative import"
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-SOURCES = {
-    ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts): imports_of(path)
-    for path in sorted(PACKAGE.rglob("*.py"))
-    if "migrations" not in path.relative_to(PACKAGE).parts
-}
-
-
-def _dbworker_imports(module: str) -> set[str]:
-    return {name for name in SOURCES[module] if name.startswith("dbworker.")} - {"dbworker.__version__"}
-
-
-def _dbworker_modules(module: str) -> set[str]:
-    """The package's modules ``module`` imports (``from dbworker.wire import encode`` counts as
-    ``dbworker.wire``)."""
-    names = _dbworker_imports(module)
-    return {name if name in SOURCES else name.rsplit(".", 1)[0] for name in names} - {module}
-
-
-#: The only modules that speak oslo.messaging: the RPC edge (rpc.py and its flow_control.py), the
-#: daemon's wiring (service.py; cmd.py only starts it), the client, what the two Python entries
-#: share (calls.py: the one lazy import, for a client or a NoSuchMethod) and dbworker-manage (its
-#: `call` command). The in-process API (api.py) is not one of them.
-MESSAGING_MODULES = {
-    "dbworker.rpc",
-    "dbworker.flow_control",
-    "dbworker.service",
-    "dbworker.client",
-    "dbworker.calls",
-    "dbworker.manage",
-}
-
-
-def test_only_the_rpc_edge_and_the_entries_import_oslo_messaging():
-    importers = {
-        module
-        for module, names in SOURCES.items()
-        if any(name == "oslo_messaging" or name.startswith("oslo_messaging.") for name in names)
-    }
-    assert {"dbworker.rpc", "dbworker.flow_control"} <= importers
-    assert importers <= MESSAGING_MODULES
-
-
-def _private_oslo(name: str) -> bool:
-    """A module of oslo.messaging outside its public API: a private module or its server classes."""
-    parts = name.split(".")
-    return parts[0] == "oslo_messaging" and (
-        any(part.startswith("_") for part in parts[1:]) or name.startswith("oslo_messaging.rpc.server")
-    )
-
-
-def test_only_flow_control_imports_oslo_messaging_private_modules():
-    """The private oslo.messaging names flow control needs are listed in its docstring and checked
-    by test_oslo_private_names.py; a second importer would escape both."""
-    importers = {module for module, names in SOURCES.items() if any(map(_private_oslo, names))}
-    assert importers == {"dbworker.flow_control"}
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [
-        ("dbworker.flow_control", {"dbworker.delivery"}),
-        ("dbworker.delivery", {"dbworker.dispatch", "dbworker.models"}),
-        (
-            "dbworker.rpc",
-            {
-                "dbworker.catalogue",
-                "dbworker.context",
-                "dbworker.delivery",
-                "dbworker.dispatch",
-                "dbworker.exception",
-                "dbworker.flow_control",
-                "dbworker.logcontext",
-                "dbworker.wire",
-            },
-        ),
-        ("dbworker.logcontext", {"dbworker.context"}),
-    ],
-)
-def test_the_rpc_edge_imports_nothing_from_the_daemon(module, allowed):
-    """The edge hands the per-call logging scope down (logcontext.call_scope), never climbs back
-    up to the daemon's modules (service, cmd, manage)."""
-    assert _dbworker_modules(module) <= allowed
-
-
-@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
-def test_handlers_never_import_the_machinery_around_them(module):
-    machinery = {
-        "session",
-        "dispatch",
-        "delivery",
-        "rpc",
-        "flow_control",
-        "cmd",
-        "service",
-        "manage",
-        "migration",
-    }
-    machinery |= {"client", "api", "calls", "catalogue", "describe"}  # the callers' side
-    assert {name.split(".")[1] for name in _dbworker_imports(module)} & machinery == set()
-
-
-@pytest.mark.parametrize("module", sorted(m for m in SOURCES if m.startswith("dbworker.handlers.")))
-def test_handlers_get_the_settings_only_from_their_declared_parameter(module):
-    """Never a default of their own, never through the transaction's ``info``."""
-    path = PACKAGE.parent.joinpath(*module.split(".")).with_suffix(".py")
-    assert "dbworker.settings.DEFAULT_SETTINGS" not in SOURCES[module]
-    tree = ast.parse(path.read_text())
-    assert not [
-        node.lineno
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute)
-        and node.attr == "info"
-        and not (isinstance(node.value, ast.Name) and node.value.id == "LOG")
-    ]
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [
-        ("dbworker.times", set()),
-        ("dbworker.wire", {"dbworker.times"}),
-        ("dbworker.exception", {"dbworker.wire"}),
-        ("dbworker.models", set()),
-        ("dbworker.catalogue", {"dbworker.wire", "dbworker.signatures"}),
-        ("dbworker.signatures", set()),
-        ("dbworker.conf", set()),
-        ("dbworker.context", {"dbworker.exception"}),
-        (  # a handler admits its calls: the context, then query's column checks
-            "dbworker.registry",
-            {"dbworker.context", "dbworker.exception", "dbworker.query", "dbworker.settings"},
-        ),
-        ("dbworker.settings", set()),
-    ],
-)
-def test_the_leaf_modules_import_nothing_above_them(module, allowed):
-    assert _dbworker_modules(module) <= allowed
-
-
-@pytest.mark.parametrize(
-    ("module", "allowed"),
-    [
-        # Below the call core: checks of a call's values, and the reply's two halves.
-        ("dbworker.query", {"dbworker.exception", "dbworker.models", "dbworker.context", "dbworker.times"}),
-        ("dbworker.serialize", {"dbworker.models", "dbworker.wire"}),
-        ("dbworker.records", {"dbworker.session", "dbworker.times", "dbworker.wire"}),
-    ],
-)
-def test_the_query_and_reply_helpers_import_only_modules_below_them(module, allowed):
-    assert _dbworker_modules(module) <= allowed
-
-
-def test_the_package_imports_form_no_cycle():
-    graph = {module: _dbworker_modules(module) for module in SOURCES}
-    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
-
-
-@pytest.mark.parametrize("module", ["dbworker.client", "dbworker.calls", "dbworker.catalogue"])
-def test_the_callers_modules_never_import_the_handlers_or_the_database_layer(module):
-    """The client's signatures come from the generated description, never from the handlers."""
-    database_side = {"handlers", "describe", "registry", "models", "records", "session", "dispatch"}
-    assert {name.split(".")[1] for name in _dbworker_imports(module)} & database_side == set()
-
-
-def test_only_tests_import_the_describer():
-    """describe.py imports every handler: it writes signatures.py and runs in tests, never in a
-    worker or a caller."""
-    assert [module for module, names in SOURCES.items() if "dbworker.describe" in names] == []
-
-
-def test_the_dispatcher_never_imports_the_handlers():
-    assert not any(name.startswith("dbworker.handlers") for name in SOURCES["dbworker.dispatch"])
 
 
 # --- wire -----------------------------------------------------------------------------------------

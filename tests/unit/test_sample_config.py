@@ -69,14 +69,14 @@ def test_the_in_process_settings_are_the_options_defaults_and_the_daemon_reads_e
 
     from oslo_config import cfg
 
-    from dbworker import conf as dbworker_conf
-    from dbworker import service
-    from dbworker.settings import DEFAULT_SETTINGS
+    from dbworker import options
+    from dbworker.core.settings import DEFAULT_SETTINGS
+    from dbworker.daemon import worker
 
     conf = cfg.ConfigOpts()
-    dbworker_conf.register_opts(conf)
+    options.register_opts(conf)
     conf([])
-    assert service.settings(conf) == DEFAULT_SETTINGS
+    assert worker.settings(conf) == DEFAULT_SETTINGS
     changed = {
         "volume_name_template": "vol-%s",
         "snapshot_name_template": "snap-%s",
@@ -89,4 +89,4 @@ def test_the_in_process_settings_are_the_options_defaults_and_the_daemon_reads_e
     assert set(changed) == {f.name for f in dataclasses.fields(DEFAULT_SETTINGS)}
     for name, value in changed.items():
         conf.set_override(name, value, group="dbworker")
-    assert dataclasses.asdict(service.settings(conf)) == changed
+    assert dataclasses.asdict(worker.settings(conf)) == changed

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dbworker import exception
-from dbworker.context import RequestContext
-from dbworker.query import check_datetime
-from dbworker.serialize import View, to_primitive
-from dbworker.times import format_time, parse_time
-from dbworker.wire import Reply, decode_reply, encode
+from dbworker.core.context import RequestContext
+from dbworker.core.query import check_datetime
+from dbworker.core.serialize import View, to_primitive
+from dbworker.protocol.times import format_time, parse_time
+from dbworker.protocol.wire import Reply, decode_reply, encode
 
 
 def test_datetimes_travel_as_naive_utc_with_microseconds():

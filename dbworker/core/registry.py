@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from dbworker import context, exception, query, settings
+from dbworker import exception
+from dbworker.core import context, query, settings
 
 _MARK = "__dbworker_handler__"
 _RESERVED = frozenset({"target", "health"})

@@ -1,6 +1,6 @@
 """The schema's version, owned by Alembic: upgrade a database, read its revision, compare to head.
 
-Used programmatically (no ``alembic.ini``): the scripts live in ``dbworker/migrations``.
+Used programmatically (no ``alembic.ini``): the scripts live in ``dbworker/schema/revisions``.
 ``dbworker-manage db sync`` calls :func:`upgrade` (which adopts a Folsom-era database first); the
 worker refuses to start unless :func:`is_current`.
 """
@@ -18,9 +18,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from dbworker import adopt, models
+from dbworker import models
+from dbworker.schema import adopt
 
-SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
+SCRIPT_LOCATION = str(Path(__file__).with_name("revisions"))
 
 
 class SchemaError(Exception):
@@ -54,7 +55,7 @@ def is_current(engine: Engine) -> bool:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the database to ``revision`` (default: head), in one transaction; a no-op when it is
     there already. A Folsom-era database (sqlalchemy-migrate's ``migrate_version`` at version 2) is
-    first adopted: brought to revision 0001 and stamped (:mod:`dbworker.adopt`).
+    first adopted: brought to revision 0001 and stamped (:mod:`dbworker.schema.adopt`).
 
     On SQLite, foreign keys are off for the transaction: rebuilding a table (as SQLite's ALTER
     procedure must) would otherwise break the keys pointing at it.

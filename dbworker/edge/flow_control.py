@@ -4,7 +4,7 @@ oslo.messaging acks a request on receipt and queues it for an unbounded executor
 drains the whole queue into memory and a crash loses all of it. :class:`BoundedRPCServer` accepts
 (acks) a request only by taking one of ``pool_size`` slots (:class:`SlotGate`), held until its
 reply is sent; the backlog stays on the broker for every worker. Each call runs as its message's
-:class:`~dbworker.delivery.Delivery` (:func:`dbworker.delivery.delivered`), and a reply the
+:class:`~dbworker.edge.delivery.Delivery` (:func:`dbworker.edge.delivery.delivered`), and a reply the
 delivery drops (a redelivered write) is not sent.
 
 oslo.messaging has no public hook for this, so this module, and no other in dbworker, relies on
@@ -72,10 +72,10 @@ from typing import Any
 from oslo_messaging._drivers.base import Listener
 from oslo_messaging.rpc.server import RPCServer
 
-from dbworker.delivery import delivered
+from dbworker.edge.delivery import delivered
 
-# The logger these lines had in dbworker.rpc, kept so operators' log filters still match them.
-LOG = logging.getLogger("dbworker.rpc")
+# The logger these lines had in dbworker.edge.rpc, kept so operators' log filters still match them.
+LOG = logging.getLogger("dbworker.edge.rpc")
 
 
 class SlotGate:

@@ -1,6 +1,6 @@
 """What the two Python entries share: one method per catalogue function, Cinder's signatures.
 
-:class:`CatalogueAPI` is generated from :mod:`dbworker.catalogue`, not written out per function.
+:class:`CatalogueAPI` is generated from :mod:`dbworker.protocol.catalogue`, not written out per function.
 A method binds its arguments like the Cinder function would (``TypeError`` on a wrong call), encodes
 them for the wire, calls ``_invoke`` and decodes the reply's datetimes. The client sends the call
 over RPC; the in-process API hands it to a dispatcher. Both raise the same typed errors, and both
@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from dbworker import catalogue
-from dbworker.wire import decode_reply, encode
+from dbworker.protocol import catalogue
+from dbworker.protocol.wire import decode_reply, encode
 
 #: The context keys the worker reads; others are not sent.
 CONTEXT_KEYS = (

@@ -1,10 +1,10 @@
 """Turn what a handler returns into the call's JSON reply, inside the call's transaction.
 
-The reply is :func:`dbworker.wire.encode`'s JSON data, with one rule added for ORM rows: a row
+The reply is :func:`dbworker.protocol.wire.encode`'s JSON data, with one rule added for ORM rows: a row
 becomes a dict of all its columns plus the computed fields of its model (:data:`_EXTRAS`). Only
 relationships a handler eager-loaded are read (they are ``lazy="raise"``), so a forgotten
 ``selectinload`` fails a test instead of issuing N+1 queries. Records built by the hot path
-(:class:`dbworker.wire.Record`) pass through as they are. Anything that is not JSON data raises
+(:class:`dbworker.protocol.wire.Record`) pass through as they are. Anything that is not JSON data raises
 ``TypeError``: an encoding bug becomes an immediate error reply, never a caller timeout.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase
 
 from dbworker import models
-from dbworker.wire import Primitive, encode
+from dbworker.protocol.wire import Primitive, encode
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class View:
 
 def to_primitive(obj: Any, view: View) -> Primitive:
     """Return ``obj`` (rows, records, lists, tuples, dicts, scalars) as JSON data: ORM rows as
-    their records, everything else by :func:`dbworker.wire.encode`'s rules.
+    their records, everything else by :func:`dbworker.protocol.wire.encode`'s rules.
 
     Raises:
         TypeError: ``obj`` holds a value with no JSON form (a mapping that is not a ``dict`` or a

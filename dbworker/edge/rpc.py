@@ -1,9 +1,9 @@
 """The oslo.messaging edge of the worker: endpoints generated from the registry, and the server.
 
 The endpoint has one attribute per registered handler (no hand-written method per function); every
-call goes to the dispatcher, inside the call's logging scope (:func:`dbworker.logcontext.call_scope`).
+call goes to the dispatcher, inside the call's logging scope (:func:`dbworker.core.logcontext.call_scope`).
 This module uses oslo.messaging's public API only: the bounded server it builds, and every private
-oslo.messaging name that server needs, live in :mod:`dbworker.flow_control`.
+oslo.messaging name that server needs, live in :mod:`dbworker.edge.flow_control`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import oslo_messaging
 from oslo_config import cfg
 
 from dbworker import exception
-from dbworker.catalogue import API_VERSION
-from dbworker.context import RequestContext
-from dbworker.delivery import current_delivery
-from dbworker.dispatch import Dispatcher, NotRun
-from dbworker.flow_control import BoundedRPCServer
-from dbworker.logcontext import call_scope
-from dbworker.wire import Primitive
+from dbworker.core.context import RequestContext
+from dbworker.core.dispatch import Dispatcher, NotRun
+from dbworker.core.logcontext import call_scope
+from dbworker.edge.delivery import current_delivery
+from dbworker.edge.flow_control import BoundedRPCServer
+from dbworker.protocol.catalogue import API_VERSION
+from dbworker.protocol.wire import Primitive
 
 
 class DBWorkerEndpoint:
@@ -30,7 +30,7 @@ class DBWorkerEndpoint:
 
     Business errors (``CinderException`` with ``expected``) are raised through
     ``ExpectedException`` so the server logs them at debug level without a traceback. A write call
-    runs with its message's delivery record as its first step (:mod:`dbworker.delivery`): a
+    runs with its message's delivery record as its first step (:mod:`dbworker.edge.delivery`): a
     redelivery of a write call that already committed is not run and gets no reply.
     """
 

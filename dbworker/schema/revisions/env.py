@@ -1,4 +1,4 @@
-"""Alembic environment for dbworker's schema, run programmatically by :mod:`dbworker.migration`,
+"""Alembic environment for dbworker's schema, run programmatically by :mod:`dbworker.schema`,
 which hands over an open connection in ``config.attributes["connection"]`` (no ``alembic.ini``)."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 from oslo_context import context as oslo_context
 from oslo_log import formatters
 
-from dbworker.context import RequestContext
+from dbworker.core.context import RequestContext
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 A handler on the hot path runs Core statements built once and maps their rows to records with a
 :class:`Mapper` per table, without the ORM's identity map or loaders. The records are
-:class:`~dbworker.wire.Record` dicts: JSON data by construction (columns of known types, datetimes
+:class:`~dbworker.protocol.wire.Record` dicts: JSON data by construction (columns of known types, datetimes
 already wire strings), which the wire encoding passes through without walking them again.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import CompoundSelect, Connection, DateTime, Select, Table
 from sqlalchemy.engine import Dialect
 
+from dbworker.protocol.times import format_time
+from dbworker.protocol.wire import Record
 from dbworker.session import raise_driver_error
-from dbworker.times import format_time
-from dbworker.wire import Record
 
 
 class Mapper:

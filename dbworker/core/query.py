@@ -16,8 +16,8 @@ from sqlalchemy import Boolean, Connection, DateTime, Integer, Select, String, T
 from sqlalchemy.orm import Session
 
 from dbworker import exception, models
-from dbworker.context import RequestContext
-from dbworker.times import parse_time
+from dbworker.core.context import RequestContext
+from dbworker.protocol.times import parse_time
 
 M = TypeVar("M", bound=models.Base)
 

@@ -2,7 +2,7 @@
 
 Everything that crosses the wire is JSON data (:data:`Primitive`), made by one converter,
 :func:`encode`: a call's arguments (the Python entries), its reply (the dispatcher, through
-:func:`dbworker.serialize.to_primitive`) and the ``kwargs`` of its errors (:mod:`dbworker.exception`).
+:func:`dbworker.core.serialize.to_primitive`) and the ``kwargs`` of its errors (:mod:`dbworker.exception`).
 Datetimes travel as naive-UTC ISO strings in one format, :data:`TIME_FORMAT`. Replies are decoded
 back to ``datetime`` for the Python entries (:func:`decode_reply`), by the shape each function
 declares (:class:`Reply`).
@@ -16,8 +16,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from dbworker.times import TIME_FORMAT as TIME_FORMAT
-from dbworker.times import format_time
+from dbworker.protocol.times import TIME_FORMAT as TIME_FORMAT
+from dbworker.protocol.times import format_time
 
 #: JSON-safe data: what crosses the wire in both directions.
 Primitive = None | bool | int | float | str | list["Primitive"] | dict[str, "Primitive"]
@@ -39,7 +39,7 @@ DATETIME_FIELDS = frozenset(
 class Record(dict[str, Any]):
     """One reply record (a row's columns plus its computed fields), built as JSON data.
 
-    :class:`dbworker.records.Mapper` builds them from typed columns, datetimes already in
+    :class:`dbworker.core.records.Mapper` builds them from typed columns, datetimes already in
     :data:`TIME_FORMAT`; :func:`encode` passes one through as it is, without walking it.
     """
 

@@ -1,6 +1,6 @@
 """The worker daemon's process model: configuration, startup checks, and the service each worker runs.
 
-``dbworker.cmd.main`` parses the configuration, runs :func:`check_startup` in the master process
+``dbworker.daemon.cmd.main`` parses the configuration, runs :func:`check_startup` in the master process
 (before any fork), then hands a :class:`WorkerService` to oslo.service's launcher, which forks
 ``[dbworker] workers`` processes (cotyledon, threading backend). Each worker process builds its own
 engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.start`.
@@ -13,7 +13,7 @@ the broker. A deployment opens at most ``workers x (max_pool_size + max_overflow
 connections; the startup check warns when one host alone exceeds ``max_connections``.
 
 Each worker process also runs a thread that deletes old ``rpc_calls`` delivery records
-(:class:`dbworker.delivery.RecordTrimmer`).
+(:class:`dbworker.edge.delivery.RecordTrimmer`).
 
 Signals (cotyledon): SIGTERM makes each worker stop taking calls, answer the running ones
 (:meth:`WorkerService.stop`) and exit, within ``[DEFAULT] graceful_shutdown_timeout``. SIGHUP
@@ -44,14 +44,16 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
-from dbworker import __version__, flow_control, inflate, logcontext, masking, rpc
-from dbworker import conf as dbworker_conf
-from dbworker.delivery import RecordTrimmer
-from dbworker.dispatch import Dispatcher
+from dbworker import __version__, options
+from dbworker.core import logcontext
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.settings import Settings
+from dbworker.daemon import masking
+from dbworker.daemon.masking import mask
+from dbworker.edge import flow_control, inflate, rpc
+from dbworker.edge.delivery import RecordTrimmer
 from dbworker.handlers import build_registry
-from dbworker.masking import mask
 from dbworker.session import make_engine, make_sessionmaker
-from dbworker.settings import Settings
 
 LOG = logging.getLogger(__name__)
 
@@ -67,11 +69,11 @@ def configure(conf: cfg.ConfigOpts, argv: list[str] | None) -> None:
     Raises:
         StartupError: a config file is missing or unreadable, or an option has an invalid value.
     """
-    dbworker_conf.register_opts(conf)
+    options.register_opts(conf)
     oslo_log.register_options(conf)
     for group, opts in messaging_opts.list_opts():
         conf.register_opts(opts, group=group)
-    dbworker_conf.set_messaging_defaults(conf)
+    options.set_messaging_defaults(conf)
     try:
         conf(argv, project="dbworker", version=__version__)
         _validate(conf)
@@ -94,7 +96,7 @@ def update_sample_defaults() -> None:
     the sample-config test fails if that changes), so their defaults are changed in place.
     """
     for group, opts in messaging_opts._opts:
-        cfg.set_defaults(opts, **dbworker_conf.MESSAGING_DEFAULTS.get(group, {}))
+        cfg.set_defaults(opts, **options.MESSAGING_DEFAULTS.get(group, {}))
 
 
 def _validate(conf: cfg.ConfigOpts) -> None:
@@ -126,7 +128,7 @@ def pool_size(conf: cfg.ConfigOpts) -> int:
         cfg.Locations.set_default,
     ):
         return conf.database.max_pool_size
-    return conf.executor_thread_pool_size + dbworker_conf.POOL_HEADROOM
+    return conf.executor_thread_pool_size + options.POOL_HEADROOM
 
 
 def build_engine(conf: cfg.ConfigOpts, *, max_pool_size: int | None = None) -> Engine:
@@ -160,7 +162,7 @@ def check_startup(conf: cfg.ConfigOpts) -> None:
 
 
 def _check_database(conf: cfg.ConfigOpts) -> None:
-    from dbworker import migration
+    from dbworker import schema
 
     shown = make_url(conf.database.connection).render_as_string(hide_password=True)
     try:
@@ -170,7 +172,7 @@ def _check_database(conf: cfg.ConfigOpts) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        current, head = migration.current(engine), migration.head()
+        current, head = schema.current(engine), schema.head()
         _warn_connection_budget(conf, engine)
     except Exception as err:
         raise StartupError(f"The database {shown} is unreachable: {_reason(err)}") from None
@@ -374,7 +376,7 @@ def launch(conf: cfg.ConfigOpts) -> Any:
         "Starting %d worker processes on topic %r (transport %s, database %s)",
         count,
         conf.dbworker.topic,
-        mask(conf.transport_url or dbworker_conf.DEFAULT_TRANSPORT_URL),
+        mask(conf.transport_url or options.DEFAULT_TRANSPORT_URL),
         make_url(conf.database.connection).render_as_string(hide_password=True),
     )
     return oslo_service.launch(conf, WorkerService(conf, notifier), workers=count, restart_method="mutate")

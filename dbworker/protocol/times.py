@@ -1,7 +1,7 @@
 """Datetimes as text: naive UTC, written in one format, read from any ISO 8601 string.
 
-A leaf module (standard library only), so that both the wire format (:mod:`dbworker.wire`) and the
-checks of a call's values (:mod:`dbworker.query`) use the same rule without importing each other.
+A leaf module (standard library only), so that both the wire format (:mod:`dbworker.protocol.wire`) and the
+checks of a call's values (:mod:`dbworker.core.query`) use the same rule without importing each other.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``register_opts(conf)`` registers them on a ``ConfigOpts``; ``list_opts()`` is the
 ``oslo.config.opts`` entry point that ``oslo-config-generator`` reads to write ``etc/dbworker.conf``.
-Only ``cmd.py``, ``manage.py`` and the client read options; everything below them takes plain values.
+Only the daemon (``daemon/``), ``dbworker-manage`` and the client read options; everything below them
+takes plain values.
 """
 
 from __future__ import annotations

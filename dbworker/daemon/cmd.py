@@ -1,4 +1,4 @@
-"""``dbworker --config-file etc/dbworker.conf``: the worker daemon (see :mod:`dbworker.service`)."""
+"""``dbworker --config-file etc/dbworker.conf``: the worker daemon (see :mod:`dbworker.daemon.worker`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import sys  # noqa: E402
 
 from oslo_config import cfg  # noqa: E402
 
-from dbworker import service  # noqa: E402
-from dbworker.masking import mask  # noqa: E402
+from dbworker.daemon import worker  # noqa: E402
+from dbworker.daemon.masking import mask  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,17 +27,17 @@ def main(argv: list[str] | None = None) -> None:
     """
     conf = cfg.CONF  # oslo.messaging registers its tracing options only on the global CONF
     try:
-        service.configure(conf, sys.argv[1:] if argv is None else argv)
-        service.check_startup(conf)
+        worker.configure(conf, sys.argv[1:] if argv is None else argv)
+        worker.check_startup(conf)
         failure = None
-    except service.StartupError as err:
+    except worker.StartupError as err:
         failure = mask(str(err))
     if failure is not None:
-        service.LOG.error("Not starting: %s", failure)
+        worker.LOG.error("Not starting: %s", failure)
         if _logs_elsewhere(conf):
             print(f"dbworker: {failure}", file=sys.stderr)
         sys.exit(1)
-    launcher = service.launch(conf)
+    launcher = worker.launch(conf)
     sys.exit(launcher.wait())
 
 

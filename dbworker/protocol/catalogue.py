@@ -2,14 +2,15 @@
 
 The handlers define each function once (name, wire parameters, defaults, and in the return
 annotation the shape of the reply). A caller's process must not import them, so this module reads
-their committed description, :mod:`dbworker.signatures` (written by ``python -m dbworker.describe``),
-and turns each wire signature into the caller's: Cinder's, which differs from the wire's only as
-:data:`ALIASES` and :data:`CALLER_ONLY` say. ``dbworker.client`` and the in-process API generate
-their methods from :data:`FUNCTIONS`, and decode replies by :func:`reply_shape`.
+their committed description, :mod:`dbworker.protocol.signatures` (written by
+``python -m dbworker.tools.describe``), and turns each wire signature into the caller's: Cinder's,
+which differs from the wire's only as :data:`ALIASES` and :data:`CALLER_ONLY` say.
+``dbworker.client`` and the in-process API generate their methods from :data:`FUNCTIONS`, and
+decode replies by :func:`reply_shape`.
 
 Adding a function: its handler, its test, a line in the version history below, then
-``python -m dbworker.describe``. Imports nothing but the standard library, :mod:`dbworker.wire`
-and :mod:`dbworker.signatures`.
+``python -m dbworker.tools.describe``. Imports nothing but the standard library,
+:mod:`dbworker.protocol.wire` and :mod:`dbworker.protocol.signatures`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dbworker import signatures, wire
+from dbworker.protocol import signatures, wire
 
 #: RPC API version served. History (a new function or optional argument bumps the minor):
 #:   1.0 - Cinder's Folsom DB API (90 functions), volume_admin_metadata_*, health
@@ -101,7 +102,7 @@ def caller_signature(name: str, wire_signature: inspect.Signature) -> inspect.Si
 
 
 def functions(description: Mapping[str, str]) -> dict[str, Function]:
-    """Return the catalogue of ``description`` (:data:`dbworker.signatures.SIGNATURES`'s form:
+    """Return the catalogue of ``description`` (:data:`dbworker.protocol.signatures.SIGNATURES`'s form:
     ``{reply shape: "name(wire params)" lines}``), by name.
 
     Raises:

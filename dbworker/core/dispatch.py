@@ -7,7 +7,7 @@ connections re-run the whole call (bounded); errors never carry SQL text or boun
 
 A caller may give a write call a *first step*: run first in the call's transaction (and again in a
 re-run), before the handler, it may stop the call by raising :class:`NotRun`. The RPC edge uses it
-for at-most-once delivery (:mod:`dbworker.delivery`, which records the message's id there).
+for at-most-once delivery (:mod:`dbworker.edge.delivery`, which records the message's id there).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
-from dbworker.context import RequestContext
-from dbworker.registry import Handler, Registry
-from dbworker.serialize import View, to_primitive
+from dbworker.core.context import RequestContext
+from dbworker.core.registry import Handler, Registry
+from dbworker.core.serialize import View, to_primitive
+from dbworker.core.settings import DEFAULT_SETTINGS, Settings
+from dbworker.protocol.wire import Primitive
 from dbworker.session import begin_call, is_deadlock, is_disconnect, raise_driver_error
-from dbworker.settings import DEFAULT_SETTINGS, Settings
-from dbworker.wire import Primitive
 
 LOG = logging.getLogger(__name__)
 

@@ -44,8 +44,10 @@ from oslo_db import exception as db_exc  # noqa: E402
 from oslo_messaging import opts as messaging_opts  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from dbworker import __version__, client, conf, exception, masking, migration, models, wire  # noqa: E402
-from dbworker.delivery import trim_delivery_records  # noqa: E402
+from dbworker import __version__, client, exception, models, options, schema  # noqa: E402
+from dbworker.daemon import masking  # noqa: E402
+from dbworker.edge.delivery import trim_delivery_records  # noqa: E402
+from dbworker.protocol import wire  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
 
 PROG = "dbworker-manage"
@@ -91,9 +93,9 @@ def _out(text: str) -> None:
 def db_sync(config: cfg.ConfigOpts) -> int:
     """Create or upgrade the schema to the newest revision."""
     engine = _engine(config)
-    before = migration.current(engine)
-    migration.upgrade(engine)
-    after = migration.current(engine)
+    before = schema.current(engine)
+    schema.upgrade(engine)
+    after = schema.current(engine)
     if before == after:
         _out(f"Database schema is at revision {after} (head); nothing to do.")
     else:
@@ -103,13 +105,13 @@ def db_sync(config: cfg.ConfigOpts) -> int:
 
 def db_version(config: cfg.ConfigOpts) -> int:
     """Print the schema's revision, or ``none`` when the database has no schema yet."""
-    _out(migration.current(_engine(config)) or "none")
+    _out(schema.current(_engine(config)) or "none")
     return 0
 
 
 def db_stamp(config: cfg.ConfigOpts) -> int:
     """Record a revision without running migrations."""
-    migration.stamp(_engine(config), config.command.revision)
+    schema.stamp(_engine(config), config.command.revision)
     _out(f"Database schema stamped at revision {config.command.revision}.")
     return 0
 
@@ -121,7 +123,7 @@ def db_purge(config: cfg.ConfigOpts) -> int:
     if age < 0:
         raise CommandError("--age-in-days must be 0 or more")
     engine = _engine(config)
-    if not migration.is_current(engine):
+    if not schema.is_current(engine):
         raise CommandError("the database schema is not at the newest revision; run `dbworker-manage db sync`")
     for table, count in purge(engine, timedelta(days=age)).items():
         _out(f"{table}: {count}")
@@ -131,7 +133,7 @@ def db_purge(config: cfg.ConfigOpts) -> int:
 def purge(engine: Engine, age: timedelta) -> dict[str, int]:
     """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``, and the
     ``rpc_calls`` records (no soft delete) created more than ``max(age, MIN_RECORD_AGE)`` ago
-    (:func:`dbworker.delivery.trim_delivery_records`).
+    (:func:`dbworker.edge.delivery.trim_delivery_records`).
 
     Tables go children first, one transaction each; a soft-deleted parent still referenced by a
     row that stays (live, or deleted more recently) is kept, so no foreign key breaks.
@@ -287,7 +289,7 @@ def _register_messaging_opts(config: cfg.ConfigOpts) -> None:
     """Register oslo.messaging's options with the worker's default ``transport_url``."""
     for group, opts in messaging_opts.list_opts():
         config.register_opts(opts, group=group)
-    config.set_default("transport_url", conf.DEFAULT_TRANSPORT_URL)
+    config.set_default("transport_url", options.DEFAULT_TRANSPORT_URL)
 
 
 def _add_call_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -340,7 +342,7 @@ def _engine(config: cfg.ConfigOpts) -> Engine:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status (0 ok, 1 failed, 2 bad usage, 141 stdout closed)."""
     config = cfg.CONF
-    conf.register_opts(config)
+    options.register_opts(config)
     config.register_cli_opt(COMMAND_OPT)
     try:
         config(
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         return STDOUT_CLOSED
     except CommandError as err:
         return _fail(str(err), err.status)
-    except (migration.SchemaError, alembic.util.CommandError, cfg.Error) as err:
+    except (schema.SchemaError, alembic.util.CommandError, cfg.Error) as err:
         return _fail(str(err))
     except (db_exc.DBError, sqlalchemy.exc.SQLAlchemyError) as err:
         return _fail(f"database error: {_first_line(err)}")

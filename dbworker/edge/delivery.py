@@ -4,7 +4,7 @@ oslo.messaging acks a request before its call runs, so RabbitMQ delivers a messa
 when that ack was lost (a dropped connection at the wrong moment): the first delivery's call may
 then have committed already. A write must not run twice, so:
 
-* :class:`BoundedRPCServer <dbworker.flow_control.BoundedRPCServer>` runs each call inside
+* :class:`BoundedRPCServer <dbworker.edge.flow_control.BoundedRPCServer>` runs each call inside
   :func:`delivered`, which makes the message's :class:`Delivery` (its unique id, if usable) the
   call's :func:`current_delivery`; the endpoint hands :meth:`Delivery.record` to the dispatcher as
   the first step of a write call's transaction.
@@ -39,7 +39,7 @@ from sqlalchemy import Connection, insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from dbworker.dispatch import NotRun
+from dbworker.core.dispatch import NotRun
 from dbworker.models import RpcCall, utcnow
 
 LOG = logging.getLogger(__name__)

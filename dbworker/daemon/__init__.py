@@ -1,0 +1,1 @@
+"""The worker daemon: its command (``dbworker``), its processes and their startup checks."""

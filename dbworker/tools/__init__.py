@@ -1,0 +1,1 @@
+"""Tools around the worker: ``dbworker-manage``, the signature describer, and test helpers."""
