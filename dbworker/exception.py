@@ -84,6 +84,14 @@ class InvalidInput(Invalid):
     message = "Invalid input received: %(reason)s"
 
 
+class IdempotencyKeyReused(Invalid):
+    """A call's idempotency key was kept for another call (another function, other arguments or
+    another caller): refused, never answered with the other call's outcome."""
+
+    message = "Idempotency key %(key)s was used before for another call."
+    code = 409
+
+
 class InvalidVolumeType(Invalid):
     message = "Invalid volume type: %(reason)s"
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     and_,
 )
@@ -35,6 +36,8 @@ def utcnow() -> datetime:
 
 #: DATETIME with microseconds on MySQL/MariaDB (their default drops them), as on the others.
 DateTimeUs = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: A JSON document of up to 16 MB (MySQL's TEXT holds 64 KB).
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 
 class Base(DeclarativeBase):
@@ -323,16 +326,20 @@ class SmVolume(CinderBase, Base):
 
 
 class RpcCall(Base):
-    """A write call delivered over RPC, by its message's ``_unique_id``: the dispatcher inserts it in
-    the call's own transaction, so a redelivery of a message whose call committed finds the key
-    taken and is not run again (at-most-once). Not a Cinder table: no soft delete; ``db purge``
-    removes old rows."""
+    """A write call's record, inserted in the call's own transaction (``dbworker.edge.delivery``):
+    by its message's ``_unique_id``, so a redelivery of a message whose call committed finds the
+    key taken and is not run again (at-most-once); or by its caller's idempotency key (``key:``
+    and the key), with the call's ``digest`` and its ``outcome`` (JSON: the reply, or the typed
+    error), so a caller's retry is answered with that outcome. Not a Cinder table: no soft delete;
+    the workers and ``db purge`` remove old rows."""
 
     __tablename__ = "rpc_calls"
     __table_args__ = (Index("rpc_calls_created_at_idx", "created_at"), CinderBase.__table_args__)
-    unique_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    unique_id: Mapped[str] = mapped_column(String(80), primary_key=True)
     method: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    digest: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(LongText)
 
 
 #: Tables children first, the order in which rows can be deleted without breaking a foreign key.

@@ -51,8 +51,18 @@ DBWORKER_OPTS = [
         "delivery_record_age",
         default=3600,
         min=3600,
-        help="Seconds a write call's delivery record (table rpc_calls) is kept: a message the "
-        "broker delivers again within this time is not run twice. At least an hour.",
+        help="Seconds a write call's record (table rpc_calls) is kept: a message the broker "
+        "delivers again within this time is not run twice, and a call sent again with the same "
+        "idempotency key is answered with its recorded outcome (after it, the key runs again). "
+        "At least an hour: far above a client's retry window (rpc_call_deadline).",
+    ),
+    cfg.FloatOpt(
+        "deadline_allowance",
+        default=2.0,
+        min=0,
+        help="Seconds a call may be taken after the deadline its caller sent (context key "
+        "'deadline') and still run: the most the clocks of a caller's host and a worker's host may "
+        "disagree by. A call taken later is not run, and gets no reply.",
     ),
     cfg.IntOpt(
         "delivery_record_trim_interval",

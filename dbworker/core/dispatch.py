@@ -5,9 +5,12 @@ anything is read or written), runs the handler in its own transaction, serialize
 *inside* that transaction, commits, and turns database errors into typed errors. Deadlocks and lost
 connections re-run the whole call (bounded); errors never carry SQL text or bound parameters.
 
-A caller may give a write call a *first step*: run first in the call's transaction (and again in a
-re-run), before the handler, it may stop the call by raising :class:`NotRun`. The RPC edge uses it
-for at-most-once delivery (:mod:`dbworker.edge.delivery`, which records the message's id there).
+A caller may give a write call a :class:`CallRecord`: its :meth:`~CallRecord.begin` runs first in
+the call's transaction (and again in a re-run), before the handler, and may stop the call by
+raising :class:`NotRun`; its :meth:`~CallRecord.keep` runs last, before the commit, with the call's
+outcome. A typed error that rolled the call back is kept in a transaction of its own. The RPC edge
+uses it for at-most-once delivery and idempotency keys (:mod:`dbworker.edge.delivery`). A caller
+may also give a call its *deadline*: a call taken after it is not started (:class:`DeadlinePassed`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
@@ -44,14 +47,38 @@ class _Retry(Exception):
 
 
 class NotRun(Exception):
-    """Raised by a first step: the call was not run and wrote nothing. Logged at WARNING with its
-    message and counted under :attr:`counter`; not a CinderException, it never reaches the wire."""
+    """The call was not run and wrote nothing (a record's first step, or a passed deadline). Logged
+    at :attr:`log_level` with its message and counted under :attr:`counter`; not a
+    CinderException, it never reaches the wire: the edge decides the reply."""
 
     counter = "calls_not_run"
+    log_level = logging.WARNING
 
 
-#: A write call's first step: called with the call's transaction and the function's name.
-FirstStep = Callable[[Session | Connection, str], None]
+class DeadlinePassed(NotRun):
+    """The call's deadline had passed when a thread took it: nothing ran (its caller is gone)."""
+
+    counter = "calls_expired"
+
+    def __init__(self, late: float) -> None:
+        super().__init__(f"taken {late:.3f}s after its deadline; not run, no reply sent")
+        self.late = late
+
+
+class CallRecord(Protocol):
+    """A write call's record in its own transaction (implemented by :mod:`dbworker.edge.delivery`)."""
+
+    def begin(self, tx: Session | Connection, name: str) -> None:
+        """The first statement of the call's transaction. Raises :class:`NotRun` to stop the call."""
+
+    def keep(
+        self, tx: Session | Connection, reply: Primitive, error: exception.CinderException | None
+    ) -> None:
+        """The last statement before the commit: the call's outcome (its reply, or its typed error)."""
+
+    @property
+    def keeps_outcome(self) -> bool:
+        """Whether a typed error that rolled the call back is kept (in a transaction of its own)."""
 
 
 class Dispatcher:
@@ -98,27 +125,33 @@ class Dispatcher:
         ctx: RequestContext,
         kwargs: Mapping[str, Any],
         *,
-        first_step: FirstStep | None = None,
+        record: CallRecord | None = None,
+        deadline: float | None = None,
     ) -> Primitive:
         """Run handler ``name`` for ``ctx`` with ``kwargs`` and return its JSON-safe reply.
 
-        ``first_step``, for a write call, runs first in its transaction (see the module docstring).
+        ``record``, for a write call, is begun and kept in its transaction (see the module
+        docstring). ``deadline`` (seconds since the epoch, ``time.time()``'s clock): past it, the
+        call is not started.
 
         Raises:
             KeyError: no handler is registered under ``name`` (the RPC layer answers NoSuchMethod).
             CinderException: every expected outcome and every database failure, typed.
-            NotRun: the first step stopped the call (logged at WARNING); nothing ran.
+            NotRun: the deadline had passed (:class:`DeadlinePassed`) or the record stopped the
+                call; nothing ran.
         """
         handler = self.registry[name]
         start = time.perf_counter()
         outcome = "ok"
         counter = None
         try:
-            return self._call(handler, ctx, kwargs, first_step if handler.writes else None)
+            if deadline is not None and (late := time.time() - deadline) > 0:
+                raise DeadlinePassed(late)
+            return self._call(handler, ctx, kwargs, record if handler.writes else None)
         except NotRun as err:
             outcome = type(err).__name__
             counter = err.counter
-            LOG.warning("%s: %s", name, err)
+            LOG.log(err.log_level, "%s: %s", name, err)
             raise
         except exception.CinderException as err:
             outcome = type(err).__name__
@@ -150,14 +183,25 @@ class Dispatcher:
             "database": database,
         }
 
+    @property
+    def engine(self) -> Engine:
+        """The engine every call's transaction is opened on."""
+        return self._engine
+
     def _call(
-        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], first_step: FirstStep | None
+        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], record: CallRecord | None
     ) -> Primitive:
         bound = handler.admit(ctx, kwargs, self.settings)
         view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
-                return self._run_once(handler, ctx, bound, view, first_step)
+                return self._run_once(handler, ctx, bound, view, record)
+            except exception.CinderException as err:
+                # An expected error rolled the call back (one raised after its writes committed,
+                # commit_first, was kept in the call's own transaction).
+                if record is not None and record.keeps_outcome and err.expected and not err.commit_first:
+                    self._keep_error(handler, record, err)
+                raise
             except _Retry as retry:
                 if attempt == self.max_deadlock_retries:
                     raise retry.final from None
@@ -178,7 +222,7 @@ class Dispatcher:
         ctx: RequestContext,
         kwargs: dict[str, Any],
         view: View,
-        first_step: FirstStep | None,
+        record: CallRecord | None,
     ) -> Primitive:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
@@ -193,14 +237,17 @@ class Dispatcher:
                     writes=handler.writes,
                     single_statement=handler.single_statement,
                 )
-                if first_step is not None:
-                    first_step(tx, handler.name)
+                if record is not None:
+                    record.begin(tx, handler.name)
+                reply = None
                 try:
                     reply = to_primitive(handler.fn(tx, ctx, **kwargs), view)
                 except exception.CinderException as err:
                     if not err.commit_first:
                         raise
                     deferred = err
+                if record is not None:
+                    record.keep(tx, reply, deferred)
                 if isinstance(tx, Session):
                     tx.flush()
                 committing = True
@@ -219,6 +266,28 @@ class Dispatcher:
         if deferred is not None:
             raise deferred
         return reply
+
+    def _keep_error(self, handler: Handler, record: CallRecord, err: exception.CinderException) -> None:
+        """Keep the typed error of a call that rolled back, in a transaction of its own.
+
+        Raises :class:`NotRun` when another delivery of the call kept its outcome meanwhile (the
+        caller is answered with that one). A database failure here is logged, and the call's
+        error stands: its outcome is not kept, and a retry runs it again (it wrote nothing).
+        """
+        tx = None
+        try:
+            tx = begin_call(self._engine, self.sessions, core=True, writes=True, single_statement=False)
+            record.begin(tx, handler.name)
+            record.keep(tx, None, err)
+            tx.commit()
+        except NotRun:
+            raise
+        except Exception as failure:
+            kept, why = type(err).__name__, type(failure).__name__
+            LOG.warning("%s: the outcome %s was not kept (%s)", handler.name, kept, why)
+        finally:
+            if tx is not None:
+                _close(tx, handler)
 
     def _wrap_driver_error(self, err: Exception, tx: Session | Connection | None) -> Exception:
         """Return a driver error raised past SQLAlchemy wrapped as SQLAlchemy would wrap it."""

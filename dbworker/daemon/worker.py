@@ -320,6 +320,7 @@ class WorkerService(oslo_service.ServiceBase):
             topic=conf.dbworker.topic,
             host=conf.host,
             pool_size=threads,
+            deadline_allowance=conf.dbworker.deadline_allowance,
             on_listener_death=_end_this_worker,
         )
         self._server.start()

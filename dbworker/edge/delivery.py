@@ -1,52 +1,69 @@
-"""At-most-once delivery of write calls: the whole guarantee, in one module.
+"""Delivery guarantees, in one module: at-most-once writes, deadlines and idempotency keys.
 
 oslo.messaging acks a request before its call runs, so RabbitMQ delivers a message again only
 when that ack was lost (a dropped connection at the wrong moment): the first delivery's call may
-then have committed already. A write must not run twice, so:
+then have committed already. And a caller that timed out cannot tell whether its write landed. So:
 
 * :class:`BoundedRPCServer <dbworker.edge.flow_control.BoundedRPCServer>` runs each call inside
-  :func:`delivered`, which makes the message's :class:`Delivery` (its unique id, if usable) the
-  call's :func:`current_delivery`; the endpoint hands :meth:`Delivery.record` to the dispatcher as
-  the first step of a write call's transaction.
-* :meth:`Delivery.record` inserts the message's id into ``rpc_calls`` first thing in that
-  transaction. The record commits or rolls back with the call's writes: a call that wrote nothing
-  (it failed, or a deadlock re-runs it) leaves no record, and a re-run inserts it again. A
-  delivery whose id a committed call recorded gets :class:`Redelivered` (the key is taken; on
-  PostgreSQL and MariaDB a delivery still running holds it, and the insert waits for its outcome):
-  nothing runs, and the server sends no reply (the caller had the first delivery's reply, or timed
-  out, and any reply now would be a guess).
-* Records only matter while the broker may deliver the message again (seconds after a lost ack; a
-  call message expires with its caller's timeout): each worker process runs a
-  :class:`RecordTrimmer` thread that deletes the ones older than ``[dbworker]
+  :func:`delivered`, which makes the message's :class:`Delivery` (its unique id, if usable, and
+  whether its reply is dropped) the call's :func:`current_delivery`.
+* A call's *terms* come in its RPC context (:class:`CallTerms`): ``deadline``, the time (seconds
+  since the epoch, UTC) after which its caller no longer waits, and, for a write, an
+  ``idempotency_key`` the caller keeps across its retries of one logical call. The dispatcher
+  does not start a call whose deadline (plus the clock-skew allowance) has passed: nothing runs,
+  and no reply is sent.
+* A write call's record is the first statement of its transaction (the dispatcher's
+  :class:`~dbworker.core.dispatch.CallRecord`), a row of ``rpc_calls`` that commits or rolls back
+  with the call's writes. With a key, :class:`KeyRecord` inserts the key and the digest of the
+  call (function, arguments, caller), and keeps the call's outcome, its JSON reply or its typed
+  error, in the same row: a call with a key already kept is not run again, and is answered with
+  that outcome (:class:`KeyTaken`); a delivery still running holds the key, and the insert waits
+  for its outcome (a row lock, on PostgreSQL and MariaDB). A key used again for another call is
+  refused (``IdempotencyKeyReused``). Without a key, :class:`MessageRecord` inserts the message's
+  id: a redelivery of a committed write gets :class:`Redelivered`, is not run, and gets no reply
+  (its caller had the first reply, or timed out, and any reply now would be a guess).
+* Records only matter while a caller or the broker may send the call again: each worker process
+  runs a :class:`RecordTrimmer` thread that deletes the ones older than ``[dbworker]
   delivery_record_age``, and ``dbworker-manage db purge`` uses the same
-  :func:`trim_delivery_records`.
+  :func:`trim_delivery_records`. A key sent again after its record was deleted runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
+import json
 import logging
+import math
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from oslo_db import exception as db_exc
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from dbworker import exception
+from dbworker.core.context import RequestContext
 from dbworker.core.dispatch import NotRun
 from dbworker.models import RpcCall, utcnow
+from dbworker.protocol.wire import Primitive
 
 LOG = logging.getLogger(__name__)
 
-#: The longest message unique id recorded (``rpc_calls.unique_id``); oslo's are 32 hex digits. A
-#: message without one (or with another value, or not printable ASCII) is run without a record.
+#: The longest message unique id recorded; oslo's are 32 hex digits. A message without one (or
+#: with another value, or not printable ASCII) is run without a record.
 MAX_UNIQUE_ID = 36
+#: The longest idempotency key a caller may send (dbworker.client sends 32 hex digits).
+MAX_KEY = 64
+#: A key's record is stored under this prefix: a caller's key never collides with a message id.
+KEY_PREFIX = "key:"
 #: The youngest records anything deletes (``db purge`` too): far longer than a redelivery takes.
 MIN_RECORD_AGE = timedelta(hours=1)
 #: Records deleted per transaction: short transactions, short locks, while calls keep inserting.
@@ -66,6 +83,18 @@ class Redelivered(NotRun):
         self.unique_id = unique_id
 
 
+class KeyTaken(NotRun):
+    """A write call whose idempotency key is kept: not run again; :meth:`KeyRecord.answer` gives
+    the outcome its caller is answered with."""
+
+    counter = "calls_answered_from_record"
+    log_level = logging.INFO
+
+    def __init__(self, record: KeyRecord) -> None:
+        super().__init__(f"idempotency key {record.key} is kept; answered with its recorded outcome")
+        self.record = record
+
+
 _INSERT_RECORD = insert(RpcCall)
 
 
@@ -77,18 +106,160 @@ class Delivery:
         self.unique_id = unique_id
         self.drop_reply = False
 
-    def record(self, tx: Session | Connection, method: str) -> None:
-        """The first step of a write call's transaction: insert the call's ``rpc_calls`` record.
+
+class MessageRecord:
+    """A write call's record by its message's unique id (a call without an idempotency key)."""
+
+    keeps_outcome = False
+
+    def __init__(self, unique_id: str) -> None:
+        self.unique_id = unique_id
+
+    def begin(self, tx: Session | Connection, name: str) -> None:
+        """Insert the call's ``rpc_calls`` record.
 
         Raises:
-            Redelivered: a committed call holds the key (the reply is then dropped).
+            Redelivered: a committed call holds the message's id.
         """
         try:
-            record = {"unique_id": self.unique_id, "method": method, "created_at": utcnow()}
+            tx.execute(_INSERT_RECORD, {"unique_id": self.unique_id, "method": name, "created_at": utcnow()})
+        except db_exc.DBDuplicateEntry:
+            raise Redelivered(self.unique_id) from None
+
+    def keep(
+        self, tx: Session | Connection, reply: Primitive, error: exception.CinderException | None
+    ) -> None:
+        """Nothing: a message's record keeps no outcome."""
+
+
+class KeyRecord:
+    """A write call's record by its caller's idempotency key, with the call's outcome.
+
+    ``digest`` identifies the call (:func:`call_digest`): a key kept for another digest is refused.
+    """
+
+    keeps_outcome = True
+
+    def __init__(self, key: str, digest: str) -> None:
+        self.key, self.digest = key, digest
+        self.unique_id = KEY_PREFIX + key
+
+    def begin(self, tx: Session | Connection, name: str) -> None:
+        """Insert the key's record (waits while another delivery of the key runs).
+
+        Raises:
+            KeyTaken: a committed call kept the key.
+        """
+        record = {"unique_id": self.unique_id, "method": name, "created_at": utcnow(), "digest": self.digest}
+        try:
             tx.execute(_INSERT_RECORD, record)
         except db_exc.DBDuplicateEntry:
-            self.drop_reply = True
-            raise Redelivered(str(self.unique_id)) from None
+            raise KeyTaken(self) from None
+
+    def keep(
+        self, tx: Session | Connection, reply: Primitive, error: exception.CinderException | None
+    ) -> None:
+        """Store the call's outcome in its record, in the call's transaction."""
+        if error is None:
+            outcome: dict[str, Any] = {"reply": reply}
+        else:
+            outcome = {"error": type(error).__name__, "message": error.msg, "kwargs": error.kwargs}
+        tx.execute(_KEEP_OUTCOME, {"key": self.unique_id, "outcome": json.dumps(outcome)})
+
+    def answer(self, engine: Engine) -> Primitive:
+        """Return the reply kept under the key, or raise the typed error kept there.
+
+        Raises:
+            IdempotencyKeyReused: the key was kept for another call (function, arguments, caller).
+            DBUnavailable: the record is gone (deleted since): the caller may send the call again.
+            CinderException: the call's kept error.
+        """
+        with engine.connect() as conn:
+            row = conn.execute(_READ_OUTCOME, {"key": self.unique_id}).first()
+        if row is None or row.outcome is None:
+            LOG.warning("idempotency key %s: its record is gone; the caller may retry", self.key)
+            raise exception.DBUnavailable()
+        if row.digest != self.digest:
+            raise exception.IdempotencyKeyReused(key=self.key)
+        outcome = json.loads(row.outcome)
+        if "error" not in outcome:
+            return outcome["reply"]
+        raise _rebuild_error(outcome["error"], outcome["message"], outcome["kwargs"])
+
+
+_TABLE = RpcCall.__table__
+_KEEP_OUTCOME = (
+    update(_TABLE).where(_TABLE.c.unique_id == sa.bindparam("key")).values(outcome=sa.bindparam("outcome"))
+)
+_READ_OUTCOME = select(_TABLE.c.digest, _TABLE.c.outcome).where(_TABLE.c.unique_id == sa.bindparam("key"))
+
+
+def _rebuild_error(name: str, message: str, kwargs: dict[str, Any]) -> exception.CinderException:
+    """The typed error a record kept, rebuilt with its message and kwargs as first raised."""
+    cls = getattr(exception, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, exception.CinderException)):
+        cls = exception.CinderException  # a class since removed from dbworker.exception
+    return cls(message, **kwargs)
+
+
+@dataclass(frozen=True)
+class CallTerms:
+    """A call's deadline and idempotency key, from its RPC context (``deadline``,
+    ``idempotency_key``; absent: None)."""
+
+    deadline: float | None = None
+    key: str | None = None
+
+    @classmethod
+    def from_context(cls, ctxt: Mapping[str, Any]) -> CallTerms:
+        """Read the terms from the RPC context dict.
+
+        Raises:
+            InvalidInput: ``deadline`` is not a finite number, or ``idempotency_key`` is not a
+                string of 1 to :data:`MAX_KEY` printable ASCII characters.
+        """
+        deadline, key = ctxt.get("deadline"), ctxt.get("idempotency_key")
+        if deadline is not None:
+            if (
+                isinstance(deadline, bool)
+                or not isinstance(deadline, int | float)
+                or not math.isfinite(deadline)
+            ):
+                raise exception.InvalidInput(reason="context deadline must be seconds since the epoch")
+            deadline = float(deadline)
+        if key is not None and not (
+            isinstance(key, str) and 0 < len(key) <= MAX_KEY and key.isascii() and key.isprintable()
+        ):
+            raise exception.InvalidInput(
+                reason=f"context idempotency_key must be 1 to {MAX_KEY} printable ASCII characters"
+            )
+        return cls(deadline, key)
+
+    def record(
+        self, name: str, ctx: RequestContext, kwargs: Mapping[str, Any], delivery: Delivery | None
+    ) -> KeyRecord | MessageRecord | None:
+        """The record a write call makes (the dispatcher makes none for a read): by the key if the
+        call has one, else by the delivery's message id if usable, else none."""
+        if self.key is not None:
+            return KeyRecord(self.key, call_digest(name, ctx, kwargs))
+        if delivery is not None and delivery.unique_id is not None:
+            return MessageRecord(delivery.unique_id)
+        return None
+
+
+def call_digest(name: str, ctx: RequestContext, kwargs: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of a call: its function, its wire arguments, and who calls it (the
+    context's identity and view; not its request ids)."""
+    identity = [
+        ctx.user_id,
+        ctx.project_id,
+        ctx.is_admin,
+        sorted(ctx.roles),
+        ctx.read_deleted,
+        ctx.quota_class,
+    ]
+    text = json.dumps([name, kwargs, identity], sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 _DELIVERY: contextvars.ContextVar[Delivery | None] = contextvars.ContextVar("dbworker_delivery", default=None)
@@ -120,7 +291,8 @@ def usable_id(unique_id: Any) -> str | None:
 def trim_delivery_records(
     engine: Engine, age: timedelta, *, batch: int = TRIM_BATCH, stop: threading.Event | None = None
 ) -> int:
-    """Delete the ``rpc_calls`` records created more than ``max(age, MIN_RECORD_AGE)`` ago.
+    """Delete the ``rpc_calls`` records (messages' and keys') created more than
+    ``max(age, MIN_RECORD_AGE)`` ago.
 
     Works in transactions of at most ``batch`` records (select their keys, then delete those keys;
     MySQL has no ``LIMIT`` in an ``IN`` subquery), until none is left or ``stop`` is set.

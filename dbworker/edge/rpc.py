@@ -19,7 +19,7 @@ from dbworker import exception
 from dbworker.core.context import RequestContext
 from dbworker.core.dispatch import Dispatcher, NotRun
 from dbworker.core.logcontext import call_scope
-from dbworker.edge.delivery import current_delivery
+from dbworker.edge.delivery import CallTerms, KeyTaken, current_delivery
 from dbworker.edge.flow_control import BoundedRPCServer
 from dbworker.protocol.catalogue import API_VERSION
 from dbworker.protocol.wire import Primitive
@@ -29,15 +29,19 @@ class DBWorkerEndpoint:
     """The RPC endpoint: one method per registered handler, named like it, plus ``health``.
 
     Business errors (``CinderException`` with ``expected``) are raised through
-    ``ExpectedException`` so the server logs them at debug level without a traceback. A write call
-    runs with its message's delivery record as its first step (:mod:`dbworker.edge.delivery`): a
-    redelivery of a write call that already committed is not run and gets no reply.
+    ``ExpectedException`` so the server logs them at debug level without a traceback. Each call
+    runs on the terms its context carries (:mod:`dbworker.edge.delivery`): a call taken more than
+    ``deadline_allowance`` seconds after its ``deadline`` is not run and gets no reply; a write
+    call is recorded by its ``idempotency_key`` (a kept key is answered with its recorded outcome,
+    not run again) or else by its message's id (a redelivery of a committed write is not run and
+    gets no reply).
     """
 
     target = oslo_messaging.Target(version=API_VERSION)
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, deadline_allowance: float = 2.0) -> None:
         self._dispatcher = dispatcher
+        self._allowance = deadline_allowance
         for name in dispatcher.registry:
             setattr(self, name, functools.partial(self._call, name))
 
@@ -47,12 +51,19 @@ class DBWorkerEndpoint:
 
     def _call(self, name: str, ctxt: Any, /, **kwargs: Any) -> Primitive:
         delivery = current_delivery()
-        first_step = delivery.record if delivery is not None and delivery.unique_id is not None else None
         try:
             ctx = RequestContext.from_dict(ctxt)
+            terms = CallTerms.from_context(ctxt)
+            deadline = None if terms.deadline is None else terms.deadline + self._allowance
+            record = terms.record(name, ctx, kwargs, delivery)
             with call_scope(ctx):
-                return self._dispatcher.call(name, ctx, kwargs, first_step=first_step)
-        except NotRun:  # the delivery decided its reply (a redelivery's is dropped)
+                try:
+                    return self._dispatcher.call(name, ctx, kwargs, record=record, deadline=deadline)
+                except KeyTaken as taken:
+                    return taken.record.answer(self._dispatcher.engine)
+        except NotRun:  # not run, and no reply: the caller is gone, or had the first reply
+            if delivery is not None:
+                delivery.drop_reply = True
             raise oslo_messaging.ExpectedException() from None  # logged at debug
         except exception.CinderException as err:
             if err.expected:
@@ -82,14 +93,17 @@ def build_server(
     topic: str,
     host: str,
     pool_size: int,
+    deadline_allowance: float = 2.0,
     on_listener_death: Callable[[], None] | None = None,
 ) -> BoundedRPCServer:
     """Return a (not yet started) bounded RPC server for ``topic`` on ``host``.
 
-    ``on_listener_death`` is called (on the listener thread) if the broker listener stops for
-    good; without it the failure is only logged."""
+    ``deadline_allowance``: seconds a call may be taken after its deadline (the caller's and the
+    worker's clocks may disagree by up to that much). ``on_listener_death`` is called (on the
+    listener thread) if the broker listener stops for good; without it the failure is only
+    logged."""
     target = oslo_messaging.Target(topic=topic, server=host)
-    endpoints = [DBWorkerEndpoint(dispatcher), BaseEndpoint()]
+    endpoints = [DBWorkerEndpoint(dispatcher, deadline_allowance=deadline_allowance), BaseEndpoint()]
     rpc_dispatcher = oslo_messaging.RPCDispatcher(
         endpoints, serializer=None, access_policy=oslo_messaging.DefaultRPCAccessPolicy
     )

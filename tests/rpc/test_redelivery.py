@@ -8,7 +8,6 @@ kombu+memory (a raw message published twice with one ``_unique_id``), and two de
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import types
@@ -16,11 +15,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-import kombu
 import pytest
 import sqlalchemy as sa
 from daemons import ADMIN, wait_for
 from oslo_db import exception as db_exc
+from raw_peer import RawPeer
 from testenv import DATABASES
 
 from dbworker import client, exception, schema
@@ -28,7 +27,15 @@ from dbworker.core.context import RequestContext, admin_context
 from dbworker.core.dispatch import Dispatcher
 from dbworker.core.registry import Auth, Registry, handler
 from dbworker.edge import rpc
-from dbworker.edge.delivery import Delivery, RecordTrimmer, Redelivered, trim_delivery_records, usable_id
+from dbworker.edge.delivery import (
+    CallTerms,
+    KeyTaken,
+    MessageRecord,
+    RecordTrimmer,
+    Redelivered,
+    trim_delivery_records,
+    usable_id,
+)
 from dbworker.handlers import build_registry
 from dbworker.models import QuotaUsage, Reservation, RpcCall, Service, Volume, utcnow
 from dbworker.session import make_engine, make_sessionmaker
@@ -46,9 +53,9 @@ def dispatcher(db) -> Dispatcher:
 def test_a_write_delivered_twice_runs_once_and_the_second_delivery_is_dropped(dispatcher, db, caplog):
     ctx = admin_context()
     values = {"project_id": "p1", "size": 1}  # no id: a second run would create a second volume
-    first = dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
+    first = dispatcher.call("volume_create", ctx, {"values": values}, record=MessageRecord("m-1"))
     with caplog.at_level(logging.WARNING, logger="dbworker.core.dispatch"), pytest.raises(Redelivered):
-        dispatcher.call("volume_create", ctx, {"values": values}, first_step=Delivery("m-1").record)
+        dispatcher.call("volume_create", ctx, {"values": values}, record=MessageRecord("m-1"))
 
     assert [v.id for v in db.rows(Volume)] == [first["id"]]
     assert [(r.unique_id, r.method) for r in db.rows(RpcCall)] == [("m-1", "volume_create")]
@@ -60,10 +67,10 @@ def test_a_write_delivered_twice_runs_once_and_the_second_delivery_is_dropped(di
 def test_a_read_or_an_in_process_call_records_nothing(dispatcher, db):
     created = dispatcher.call("volume_create", admin_context(), {"values": {"size": 1}})  # LocalAPI: no id
     dispatcher.call(
-        "volume_get", admin_context(), {"volume_id": created["id"]}, first_step=Delivery("m-read").record
+        "volume_get", admin_context(), {"volume_id": created["id"]}, record=MessageRecord("m-read")
     )
     dispatcher.call(
-        "volume_get", admin_context(), {"volume_id": created["id"]}, first_step=Delivery("m-read").record
+        "volume_get", admin_context(), {"volume_id": created["id"]}, record=MessageRecord("m-read")
     )
     assert db.rows(RpcCall) == []
 
@@ -72,12 +79,10 @@ def test_a_write_that_failed_left_no_record_so_its_redelivery_runs(dispatcher, d
     """The failed call wrote nothing (its reply, the error, was sent): running it again cannot
     apply a write twice."""
     with pytest.raises(exception.VolumeNotFound):
-        dispatcher.call(
-            "volume_destroy", admin_context(), {"volume_id": "v1"}, first_step=Delivery("m-2").record
-        )
+        dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, record=MessageRecord("m-2"))
     assert db.rows(RpcCall) == []
     dispatcher.call("volume_create", admin_context(), {"values": {"id": "v1"}})
-    dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, first_step=Delivery("m-2").record)
+    dispatcher.call("volume_destroy", admin_context(), {"volume_id": "v1"}, record=MessageRecord("m-2"))
     assert [r.unique_id for r in db.rows(RpcCall)] == ["m-2"]
 
 
@@ -86,11 +91,11 @@ def test_over_quota_commits_the_usage_refresh_with_the_record_and_its_redelivery
     args = {"resources": ["volumes", "gigabytes"], "quotas": {"volumes": 3, "gigabytes": 100}}
     args["deltas"] = {"volumes": 1, "gigabytes": 10}
     with pytest.raises(exception.OverQuota):
-        dispatcher.call("quota_reserve", USER, args, first_step=Delivery("m-3").record)
+        dispatcher.call("quota_reserve", USER, args, record=MessageRecord("m-3"))
     assert sorted((u.resource, u.in_use) for u in db.rows(QuotaUsage)) == [("gigabytes", 95), ("volumes", 1)]
     assert [r.method for r in db.rows(RpcCall)] == ["quota_reserve"]
     with pytest.raises(Redelivered):
-        dispatcher.call("quota_reserve", USER, args, first_step=Delivery("m-3").record)
+        dispatcher.call("quota_reserve", USER, args, record=MessageRecord("m-3"))
     assert db.rows(Reservation) == []
 
 
@@ -117,7 +122,7 @@ def test_a_deadlock_re_run_records_its_delivery_again_and_runs_once_more(db):
     deadlock_once.calls = 0
     dispatcher = Dispatcher(_registry(deadlock_once), make_sessionmaker(db.engine), retry_interval=0)
     assert (
-        dispatcher.call("deadlock_once", admin_context(), {"host": "h"}, first_step=Delivery("m-4").record)
+        dispatcher.call("deadlock_once", admin_context(), {"host": "h"}, record=MessageRecord("m-4"))
         == "done"
     )
     assert (deadlock_once.calls, dispatcher.counters["retries"]) == (2, 1)
@@ -214,10 +219,15 @@ def _waiting_on_a_lock(engine: sa.Engine) -> int:
         return conn.execute(sa.text(WAITING_ON_A_LOCK[kind])).scalar()
 
 
+@pytest.mark.parametrize("by", ["message", "key"])
 @pytest.mark.parametrize("first_fails", [False, True], ids=["first-commits", "first-rolls-back"])
-def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_database, first_fails):
-    """The second delivery's insert waits on the key the running first one holds; if the first
-    commits, the second is dropped; if it rolls back (wrote nothing), the second runs."""
+def test_a_second_delivery_waits_for_the_first_then_gets_one_outcome(server_database, first_fails, by):
+    """The second delivery's insert waits on the record the running first one holds.
+
+    By message id: if the first commits, the second is dropped; if it rolls back (wrote nothing),
+    the second runs. By idempotency key: both deliveries end with one outcome, the one kept under
+    the key (a first that rolled back keeps its error unless the second ran first), and the row is
+    written once, or not at all when the error was kept."""
     engine = server_database
     entered, release = threading.Event(), threading.Event()
     write_and_hold.holding = (entered, release)
@@ -226,11 +236,17 @@ def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_da
     outcomes: dict[str, object] = {}
 
     def deliver(which: str, fail: bool) -> None:
+        args = {"host": host, "fail": fail}
+        record = (
+            MessageRecord(delivery)
+            if by == "message"
+            else CallTerms(key=delivery).record("write_and_hold", admin_context(), {"host": host}, None)
+        )  # the digest leaves `fail` out: one logical call, delivered twice
         try:
-            args = {"host": host, "fail": fail}
-            outcomes[which] = dispatcher.call(
-                "write_and_hold", admin_context(), args, first_step=Delivery(delivery).record
-            )
+            try:
+                outcomes[which] = dispatcher.call("write_and_hold", admin_context(), args, record=record)
+            except KeyTaken as taken:
+                outcomes[which] = taken.record.answer(engine)
         except Exception as err:
             outcomes[which] = type(err)
 
@@ -240,60 +256,26 @@ def test_a_second_delivery_waits_for_the_first_then_is_dropped_or_runs(server_da
     second = threading.Thread(target=deliver, args=("second", False))
     second.start()
     wait_for(lambda: _waiting_on_a_lock(engine) >= 1, 30, what=lambda: f"{outcomes} {second.is_alive()}")
-    assert "second" not in outcomes  # it waits on the key
+    assert "second" not in outcomes  # it waits on the record
     release.set()
     first.join(timeout=30)
     second.join(timeout=30)
 
     with engine.connect() as conn:
         hosts = conn.execute(sa.select(Service.host).where(Service.host == host)).scalars().all()
-        records = conn.execute(sa.select(RpcCall.unique_id).where(RpcCall.unique_id == delivery)).all()
-    assert len(hosts) == 1 and len(records) == 1  # applied exactly once
-    if first_fails:
-        assert outcomes == {"first": exception.NotFound, "second": host}
+        records = conn.execute(sa.select(RpcCall.unique_id).where(RpcCall.unique_id.endswith(delivery))).all()
+    assert len(records) == 1
+    if by == "message":
+        assert len(hosts) == 1  # applied exactly once
+        expected = {"first": exception.NotFound, "second": host} if first_fails else {"first": host}
+        assert outcomes == {"second": Redelivered, **expected}
     else:
-        assert outcomes == {"first": host, "second": Redelivered}
+        assert outcomes["first"] == outcomes["second"]
+        assert len(hosts) == (1 if outcomes["first"] == host else 0)
+        assert first_fails or outcomes["first"] == host
 
 
 # --- through the RPC server, over kombu+memory --------------------------------------------------
-class RawPeer:
-    """Publishes oslo-enveloped calls as is (a chosen ``_unique_id``) to the in-memory broker, and
-    collects the replies sent to its own reply queue."""
-
-    def __init__(self, topic: str) -> None:
-        self.connection = kombu.Connection("memory://")
-        self.topic, self.reply_q = topic, f"redelivery-reply-{uuid.uuid4().hex}"
-        self.producer = kombu.Producer(self.connection.channel())
-        queue = kombu.Queue(
-            self.reply_q, exchange=kombu.Exchange("", type="direct"), routing_key=self.reply_q
-        )
-        self.consumer = kombu.Consumer(self.connection.channel(), [queue], callbacks=[self._on_reply])
-        self.consumer.consume()
-        self.replies: list[dict] = []
-
-    def publish(self, message: dict) -> None:
-        body = {"oslo.version": "2.0", "oslo.message": json.dumps({**message, "_reply_q": self.reply_q})}
-        self.producer.publish(body, exchange="openstack", routing_key=self.topic, serializer="json")
-
-    def drain(self) -> None:
-        """Take every reply already in the reply queue."""
-        while True:
-            try:
-                self.connection.drain_events(timeout=0.2)
-            except TimeoutError:
-                return
-
-    def _on_reply(self, body: dict, message: kombu.Message) -> None:
-        reply = json.loads(body["oslo.message"])
-        if reply.get("ending", True):
-            self.replies.append(reply)
-        message.ack()
-
-    def close(self) -> None:
-        self.consumer.cancel()
-        self.connection.release()
-
-
 @pytest.fixture
 def transport(rpc_conf) -> Iterator[object]:
     transport = client.get_transport(rpc_conf, url="kombu+memory:////")

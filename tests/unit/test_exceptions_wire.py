@@ -154,7 +154,7 @@ _CINDER = """
 CINDER_NAMES = _CINDER.split()
 #: ``VolumeAdminMetadataNotFound`` is modern Cinder's, for the admin metadata family the contract
 #: adds with modern Cinder's signatures (§3).
-CONTRACT_ADDITIONS = ["DBUnavailable", "DBBusy", "VolumeAdminMetadataNotFound"]
+CONTRACT_ADDITIONS = ["DBUnavailable", "DBBusy", "VolumeAdminMetadataNotFound", "IdempotencyKeyReused"]
 
 
 def test_every_error_a_caller_can_see_has_a_cinder_class_name_or_is_the_contracts():
