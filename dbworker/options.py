@@ -120,7 +120,35 @@ CLIENT_OPTS = [
         "rpc_timeout",
         default=60,
         min=1,
-        help="Seconds a dbworker.client call waits for its reply before MessagingTimeout.",
+        help="Seconds each attempt of a dbworker.client call waits for its reply (less when "
+        "rpc_call_deadline is nearer). The attempt carries that deadline (context key 'deadline': "
+        "now + this, in seconds since the epoch), after which a worker does not start it.",
+    ),
+    cfg.IntOpt(
+        "rpc_retries",
+        default=3,
+        min=0,
+        help="Times a dbworker.client call is sent again after MessagingTimeout (no reply within "
+        "rpc_timeout) or DBUnavailable, before the caller gets that error. Every attempt of a "
+        "write carries the same idempotency key (context key 'idempotency_key'), so the worker "
+        "runs it at most once and answers a retry with the recorded outcome. Other errors are "
+        "never retried; health is never retried. 0: one attempt.",
+    ),
+    cfg.FloatOpt(
+        "rpc_retry_backoff",
+        default=0.5,
+        min=0,
+        help="Seconds before a dbworker.client call's first retry, doubled before each next one "
+        "(at most 30); each pause is drawn at random between half and all of that, so callers "
+        "that failed together do not retry together.",
+    ),
+    cfg.IntOpt(
+        "rpc_call_deadline",
+        default=180,
+        min=1,
+        help="Seconds a dbworker.client call may take in all, retries and pauses included: an "
+        "attempt waits at most the time left, and no retry starts with less than a second (or "
+        "rpc_timeout, if shorter) left; the caller then gets the last attempt's error.",
     ),
 ]
 
@@ -158,7 +186,7 @@ def set_messaging_defaults(conf: cfg.ConfigOpts) -> None:
 
 
 def register_client_opts(conf: cfg.ConfigOpts) -> None:
-    """Register only the options ``dbworker.client`` reads (``[dbworker] topic, rpc_timeout``)."""
+    """Register only the options ``dbworker.client`` reads (``[dbworker] topic`` and ``rpc_*``)."""
     conf.register_group(dbworker_group)
     conf.register_opts(CLIENT_OPTS, group=dbworker_group)
 

@@ -33,6 +33,14 @@ CONTEXT_KEYS = (
     "remote_address",
 )
 
+#: The context keys the client adds to each attempt of a call (never copied from the caller's
+#: context): its deadline, a float of seconds since the epoch (``time.time()`` + the attempt's
+#: timeout), after which the caller no longer waits and the worker does not start it; and, for a
+#: write, its idempotency key (1 to 64 printable ASCII characters), the same on every attempt of
+#: one call, so the worker runs the call at most once.
+DEADLINE_KEY = "deadline"
+IDEMPOTENCY_KEY = "idempotency_key"
+
 
 def context_dict(context: Any) -> dict[str, Any]:
     """Return the RPC context dict for a Cinder/oslo context, a dbworker context, a dict or None."""

@@ -6,7 +6,8 @@ their committed description, :mod:`dbworker.protocol.signatures` (written by
 ``python -m dbworker.tools.describe``), and turns each wire signature into the caller's: Cinder's,
 which differs from the wire's only as :data:`ALIASES` and :data:`CALLER_ONLY` say.
 ``dbworker.client`` and the in-process API generate their methods from :data:`FUNCTIONS`, and
-decode replies by :func:`reply_shape`.
+decode replies by :func:`reply_shape`; the client sends a call of a function in :data:`WRITES` with
+an idempotency key (:func:`writes`).
 
 Adding a function: its handler, its test, a line in the version history below, then
 ``python -m dbworker.tools.describe``. Imports nothing but the standard library,
@@ -129,3 +130,12 @@ REPLIES: dict[str, wire.Reply] = {name: function.reply for name, function in FUN
 def reply_shape(name: str) -> wire.Reply:
     """Return the shape of function ``name``'s reply (``PLAIN`` for any other name)."""
     return REPLIES.get(name, wire.Reply.PLAIN)
+
+
+#: The functions that write (their handler says so): a retried call of one must not run twice.
+WRITES: frozenset[str] = signatures.WRITES
+
+
+def writes(name: str) -> bool:
+    """Return whether function ``name`` writes (False for any other name: ``health``, unknown names)."""
+    return name in WRITES

@@ -2,9 +2,10 @@
 ``python -m dbworker.tools.describe`` from dbworker/handlers (do not edit: a unit test fails when this
 file is not what the handlers say).
 
-Each line is a function and its wire parameters after ``context``, in Python syntax (defaults, and
-``*`` before keyword-only parameters), under the shape of its reply (``wire.Reply``'s values).
-Imports nothing: the client reads it without importing the handlers.
+Each line of ``SIGNATURES`` is a function and its wire parameters after ``context``, in Python
+syntax (defaults, and ``*`` before keyword-only parameters), under the shape of its reply
+(``wire.Reply``'s values). ``WRITES`` names the functions that write. Imports nothing: the client
+reads it without importing the handlers.
 """
 
 from __future__ import annotations
@@ -114,3 +115,58 @@ SIGNATURES: dict[str, str] = {
     service_get_all_volume_sorted()
 """,
 }
+
+#: The functions whose handler writes: a caller sends each call of one with an idempotency key.
+WRITES: frozenset[str] = frozenset(
+    {
+        "iscsi_target_create_safe",
+        "migration_create",
+        "migration_update",
+        "quota_class_create",
+        "quota_class_destroy",
+        "quota_class_destroy_all_by_name",
+        "quota_class_update",
+        "quota_create",
+        "quota_destroy",
+        "quota_destroy_all_by_project",
+        "quota_reserve",
+        "quota_update",
+        "quota_usage_create",
+        "quota_usage_destroy",
+        "quota_usage_update",
+        "reservation_commit",
+        "reservation_create",
+        "reservation_destroy",
+        "reservation_expire",
+        "reservation_rollback",
+        "service_create",
+        "service_destroy",
+        "service_update",
+        "sm_backend_conf_create",
+        "sm_backend_conf_delete",
+        "sm_backend_conf_update",
+        "sm_flavor_create",
+        "sm_flavor_delete",
+        "sm_flavor_update",
+        "sm_volume_create",
+        "sm_volume_delete",
+        "sm_volume_update",
+        "snapshot_create",
+        "snapshot_destroy",
+        "snapshot_update",
+        "volume_admin_metadata_delete",
+        "volume_admin_metadata_update",
+        "volume_allocate_iscsi_target",
+        "volume_attached",
+        "volume_create",
+        "volume_destroy",
+        "volume_detached",
+        "volume_metadata_delete",
+        "volume_metadata_update",
+        "volume_type_create",
+        "volume_type_destroy",
+        "volume_type_extra_specs_delete",
+        "volume_type_extra_specs_update_or_create",
+        "volume_update",
+    }
+)

@@ -2,7 +2,8 @@
 :mod:`dbworker.protocol.signatures` from them.
 
 The handlers are the one definition of each function: its name, its wire parameters (names,
-order, defaults, keyword-only markers) and, in its return annotation, the shape of its reply. The
+order, defaults, keyword-only markers), in its return annotation the shape of its reply, and
+whether it writes (``@handler(writes=True)``: a caller sends it with an idempotency key). The
 client cannot import them (they bring SQLAlchemy's models and oslo.db into a caller's process), so
 it reads the committed description this module writes; a unit test fails when that description
 is not what :func:`render` makes of today's handlers.
@@ -31,15 +32,22 @@ _HEADER = '''"""Every function the worker serves, as its handler declares it: GE
 ``python -m dbworker.tools.describe`` from dbworker/handlers (do not edit: a unit test fails when this
 file is not what the handlers say).
 
-Each line is a function and its wire parameters after ``context``, in Python syntax (defaults, and
-``*`` before keyword-only parameters), under the shape of its reply (``wire.Reply``'s values).
-Imports nothing: the client reads it without importing the handlers.
+Each line of ``SIGNATURES`` is a function and its wire parameters after ``context``, in Python
+syntax (defaults, and ``*`` before keyword-only parameters), under the shape of its reply
+(``wire.Reply``'s values). ``WRITES`` names the functions that write. Imports nothing: the client
+reads it without importing the handlers.
 """
 
 from __future__ import annotations
 
 SIGNATURES: dict[str, str] = {
 '''
+
+_WRITES_HEADER = """
+#: The functions whose handler writes: a caller sends each call of one with an idempotency key.
+WRITES: frozenset[str] = frozenset(
+    {
+"""
 
 
 def _is_row(annotation: Any) -> bool:
@@ -129,10 +137,17 @@ def blocks(registry: Mapping[str, Handler]) -> dict[str, str]:
     return {shape: text for shape, text in lines.items() if text}
 
 
+def writes(registry: Mapping[str, Handler]) -> frozenset[str]:
+    """Return the names of the handlers declared ``writes=True``, the form of
+    :data:`dbworker.protocol.signatures.WRITES`."""
+    return frozenset(name for name, entry in registry.items() if entry.writes)
+
+
 def render(registry: Mapping[str, Handler]) -> str:
     """Return the source of :mod:`dbworker.protocol.signatures` for ``registry``."""
     body = "".join(f'    "{shape}": """\n{text}""",\n' for shape, text in blocks(registry).items())
-    return f"{_HEADER}{body}}}\n"
+    names = "".join(f'        "{name}",\n' for name in sorted(writes(registry)))
+    return f"{_HEADER}{body}}}\n{_WRITES_HEADER}{names}    }}\n)\n"
 
 
 def main() -> None:

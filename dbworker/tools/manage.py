@@ -211,7 +211,9 @@ def _send(
     transport = None
     try:
         transport = client.get_transport(config)
-        api = client.Client(transport, topic=topic, timeout=timeout, retry=BROKER_RETRIES)
+        # One attempt (retries=0): an operator's poke reports what happened within --timeout, and
+        # the worker still gets the call's deadline and, for a write, an idempotency key.
+        api = client.Client(transport, topic=topic, timeout=timeout, retry=BROKER_RETRIES, retries=0)
         return _within(timeout + BROKER_GRACE, api.call, context, function, **kwargs)
     except TimeoutError:
         transport = None  # its reply queue is still connecting, holding a lock cleanup() would wait on

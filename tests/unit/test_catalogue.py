@@ -1,7 +1,7 @@
 """The catalogue is the handlers' own signatures: the committed description is what the handlers
 declare today, every Cinder function keeps Cinder's signature (names, order, defaults, kinds),
-the deliberate differences are named here, and each reply is decoded by the shape the handler's
-return annotation declares."""
+the deliberate differences are named here, each reply is decoded by the shape the handler's
+return annotation declares, and a caller knows which functions write as their handlers declare it."""
 
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def test_the_committed_description_is_what_the_handlers_declare():
         "dbworker/protocol/signatures.py is stale: run `python -m dbworker.tools.describe`"
     )
     assert catalogue.FUNCTIONS == LIVE
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_function_writes_for_its_caller_exactly_when_its_handler_declares_it(name):
+    assert catalogue.writes(name) is REGISTRY[name].writes
+
+
+def test_the_write_functions_are_catalogue_functions_and_only_handlers_write():
+    assert describe.writes(REGISTRY) == catalogue.WRITES
+    assert catalogue.WRITES.issubset(catalogue.FUNCTIONS)
+    assert {"volume_create", "quota_reserve", "reservation_commit"} <= catalogue.WRITES
+    assert not catalogue.writes("volume_get") and not catalogue.writes("volume_data_get_for_project")
+    assert not catalogue.writes("health") and not catalogue.writes("no_such_function")
 
 
 @pytest.mark.parametrize("name", sorted(SEED_SIGNATURES))

@@ -73,7 +73,7 @@ def topic(rpc_conf):
 @pytest.fixture(scope="module")
 def dbworker_client(rpc_conf, topic):
     transport = client.get_transport(rpc_conf, url="kombu+memory:////")
-    yield client.Client(transport, topic=topic, timeout=10)
+    yield client.Client(transport, topic=topic, timeout=10, retries=0)  # retries: test_client_retries.py
     transport.cleanup()
 
 
