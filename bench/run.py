@@ -98,7 +98,9 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         log(f"  {bench.results['check']}")
 
         sent = measure.Counter()
-        ops = measure.counted(workloads.dbworker_calls(client, data), sent)
+        calls = workloads.dbworker_calls(client, data)
+        calls[workloads.CREATE_WITHOUT_TERMS] = workloads.create_without_terms(rpc, one.topic, data)
+        ops = measure.counted(calls, sent)
         _rows(bench, "small", data, ops["volume_get"])
         log(f"filling volumes to {cfg.rows_large} rows")
         data.fill(cfg.rows_large)

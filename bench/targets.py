@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.workloads import CREATE_WITHOUT_TERMS
+
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
@@ -83,6 +85,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         _get(thr, "dbworker-1", "volume_create"),
         echo_row,
         0.6,
+    )
+    throughput(
+        "volume_create with an idempotency key and a deadline >= 0.9 x without them",
+        _get(thr, "dbworker-1", "volume_create"),
+        _get(thr, "dbworker-1", CREATE_WITHOUT_TERMS),
+        0.9,
     )
     throughput(
         "volume_get throughput, 1 worker, against the bare oslo.messaging server's same read",

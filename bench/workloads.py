@@ -153,6 +153,25 @@ def dbworker_calls(api: Any, data: Data) -> dict[str, Call]:
     }
 
 
+#: The row that measures what a call's terms cost: ``volume_create`` sent without them.
+CREATE_WITHOUT_TERMS = "volume_create, no key or deadline"
+
+
+class ClientWithoutTerms(dbclient.Client):
+    """``dbworker.client`` as it was before a call carried terms: one attempt, the caller's context
+    as is (no ``deadline``, no ``idempotency_key``), so the worker records a write by its message's
+    id. The baseline for the cost of keys and deadlines."""
+
+    def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+        return self._attempt(name, ctxt, kwargs, self._timeout)
+
+
+def create_without_terms(rpc_transport: oslo_messaging.Transport, topic: str, data: Data) -> Call:
+    """``volume_create`` as in :func:`dbworker_calls`, sent by :class:`ClientWithoutTerms`."""
+    api, values = ClientWithoutTerms(rpc_transport, topic=topic, timeout=30), create_values(data.type_id)
+    return lambda t, i: api.volume_create(CREATOR, values)
+
+
 # --- the baselines ----------------------------------------------------------------------------------
 def echo_call(rpc_transport: oslo_messaging.Transport, topic: str, data: Data, timeout: float = 30) -> Call:
     """A call to the bare echo server, sending a volume id (the size of a volume_get request)."""

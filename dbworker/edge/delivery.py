@@ -53,6 +53,7 @@ from dbworker import exception
 from dbworker.core.context import RequestContext
 from dbworker.core.dispatch import NotRun
 from dbworker.models import RpcCall, utcnow
+from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY
 from dbworker.protocol.wire import Primitive
 
 LOG = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class CallTerms:
             InvalidInput: ``deadline`` is not a finite number, or ``idempotency_key`` is not a
                 string of 1 to :data:`MAX_KEY` printable ASCII characters.
         """
-        deadline, key = ctxt.get("deadline"), ctxt.get("idempotency_key")
+        deadline, key = ctxt.get(DEADLINE_KEY), ctxt.get(IDEMPOTENCY_KEY)
         if deadline is not None:
             if (
                 isinstance(deadline, bool)

@@ -2,10 +2,13 @@
 THREADS client threads, each with its own ``dbworker.client.Client``, and the ledger they keep of
 what the daemon acknowledged, checked against the database afterwards.
 
-Outcomes: an answer (ok, or an expected typed error), or unknown: a ``MessagingTimeout``, or a
-``DBUnavailable`` (a write that lost its database connection while committing). The ledger accepts
-either outcome for exactly the unknown calls. No write call may run twice: a request the broker
-delivers again (its ack lost) is dropped by the worker (logged ``Redelivered``), never re-run.
+The clients retry as ``dbworker.client`` does by default (``MessagingTimeout`` and
+``DBUnavailable``, with the call's idempotency key, within :data:`CALL_DEADLINE`), so every call
+is expected to end with an answer (ok, or an expected typed error). A call that still ends unknown
+(a final ``MessagingTimeout`` or ``DBUnavailable``) is counted as such, and the ledger accepts
+either outcome for exactly those calls; the tests assert there are none. No write call may run
+twice: a retry of a committed write is answered from its key's record (logged ``KeyTaken``), never
+re-run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from dbworker.client import Client
 from dbworker.models import QuotaUsage, Reservation, Volume, VolumeMetadata
 
 THREADS, PROJECTS, LIMITS = 32, 8, {"widgets": 12, "gadgets": 30}
+#: Each client's retries of a call after a timeout or DBUnavailable, and the seconds a call may
+#: take in all (a fault test's attempts wait 10 s each: five attempts and their pauses fit).
+RETRIES, CALL_DEADLINE = 4, 90
 SETTLES = ("reservation_commit", "reservation_rollback")
 CALLS = ("volume_get", "volume_create", "volume_update", "volume_destroy", "quota_reserve", *SETTLES)
 WRITES = frozenset(CALLS) - {"volume_get"}  # a redelivered read may run again: it changes nothing
@@ -106,12 +112,13 @@ class Ledger:
 
     def deliveries(self, log: str) -> tuple[set[str], int]:
         """Return the clients' write requests the daemon's log shows committed more than once, and
-        how many deliveries of them it dropped as redeliveries (outcome ``Redelivered``)."""
+        how many deliveries of them it did not run again: a redelivery (outcome ``Redelivered``) or
+        a retry answered from its key's record (``KeyTaken``)."""
         runs: Counter[str] = Counter()
         dropped = 0
         for request_id, name, outcome in CALL_LINE.findall(log):
             if request_id in self.sent and name in WRITES:
-                dropped += outcome == "Redelivered"
+                dropped += outcome in ("Redelivered", "KeyTaken")
                 runs[request_id] += outcome in COMMITTED
         return {request_id for request_id, n in runs.items() if n > 1}, dropped
 
@@ -266,7 +273,10 @@ def run_load(worker: Daemon, transport, seconds: float, timeout: float, fault=No
     with ThreadPoolExecutor(PROJECTS) as pool:
         list(pool.map(set_quotas, ledger.projects))
     stop = threading.Event()
-    clients = [Client(transport, topic=worker.topic, timeout=timeout) for _ in range(THREADS)]
+    clients = [
+        Client(transport, topic=worker.topic, timeout=timeout, retries=RETRIES, call_deadline=CALL_DEADLINE)
+        for _ in range(THREADS)
+    ]
     threads = [threading.Thread(target=client_loop, args=(ledger, c, i, stop)) for i, c in enumerate(clients)]
     started = end = time.monotonic()
     for thread in threads:
@@ -278,7 +288,7 @@ def run_load(worker: Daemon, transport, seconds: float, timeout: float, fault=No
     stop.wait(max(started + seconds, end) - time.monotonic())  # the load's duration, not a race
     stop.set()
     for thread in threads:
-        thread.join(timeout=timeout + 30)
+        thread.join(timeout=CALL_DEADLINE + 30)
     assert not any(t.is_alive() for t in threads), "a client thread never returned"
     ledger.seconds = time.monotonic() - started
     return ledger
