@@ -85,8 +85,7 @@ class InvalidInput(Invalid):
 
 
 class IdempotencyKeyReused(Invalid):
-    """A call's idempotency key was kept for another call (another function, other arguments or
-    another caller): refused, never answered with the other call's outcome."""
+    """The key was kept for another call (function, arguments or caller): refused, not answered."""
 
     message = "Idempotency key %(key)s was used before for another call."
     code = 409
@@ -396,8 +395,3 @@ class DBError(CinderException):
 
     message = "Unexpected database error (request %(request_id)s); see the worker log."
     expected = False
-
-
-def all_classes() -> list[type[CinderException]]:
-    """Return every error class this module defines, base first."""
-    return [obj for obj in globals().values() if isinstance(obj, type) and issubclass(obj, CinderException)]

@@ -197,3 +197,14 @@ def test_only_tests_import_the_describer():
     """describe.py imports every handler: it writes protocol/signatures.py and runs in tests, never
     in a worker or a caller."""
     assert [module for module, names in SOURCES.items() if "dbworker.tools.describe" in names] == []
+
+
+#: A module a newcomer reads in one sitting (the README's architecture section).
+MAX_LINES = 400
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda path: str(path.relative_to(PACKAGE))
+)
+def test_no_module_is_over_400_lines(path):
+    assert len(path.read_text().splitlines()) <= MAX_LINES
