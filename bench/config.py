@@ -23,6 +23,7 @@ class Settings:
     warmup: int
     throughput_s: float
     repeats: int
+    pair_repeats: int
     threads: int
     rows_small: int
     rows_large: int
@@ -33,6 +34,7 @@ class Settings:
     profile_gil: bool
     mariadb: bool
     json: str
+    reference: str | None
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -48,6 +50,7 @@ def settings(args: argparse.Namespace) -> Settings:
         warmup=min(warmup, args.latency_calls or warmup),
         throughput_s=args.seconds or seconds,
         repeats=args.repeats or repeats,
+        pair_repeats=args.pair_repeats or (2 if args.quick else 6),
         threads=CLIENT_THREADS,
         rows_small=1_000,
         rows_large=args.rows or 100_000,
@@ -58,6 +61,7 @@ def settings(args: argparse.Namespace) -> Settings:
         profile_gil=args.profile_gil,
         mariadb=not args.no_mariadb,
         json=str(args.json),
+        reference=args.reference,
     )
 
 
@@ -75,6 +79,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--label", help="a note printed at the top of the report, e.g. 'loaded machine'")
     p.add_argument("--no-mariadb", action="store_true", help="skip the MariaDB section")
     p.add_argument(
+        "--reference",
+        metavar="REV",
+        help="also serve this commit's dbworker in the run and measure this code against it in paired rounds",
+    )
+    p.add_argument(
         "--max-load",
         type=float,
         default=MAX_LOAD,
@@ -87,6 +96,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     sizes.add_argument("--latency-calls", type=int, help="sequential calls per latency row")
     sizes.add_argument("--seconds", type=float, help="seconds per throughput row and repeat")
     sizes.add_argument("--repeats", type=int, help="rounds of the throughput rows (full: 3, quick: 2)")
+    sizes.add_argument(
+        "--pair-repeats", type=int, help="rounds of the paired rows, in alternating order (full: 6, quick: 2)"
+    )
     sizes.add_argument("--rss-calls", help="LOW,HIGH: calls before the two RSS readings")
     sizes.add_argument("--rows", type=int, help="rows in volumes for the large-table reading")
     sizes.add_argument("--profile-seconds", type=float, help="seconds py-spy records the worker")

@@ -126,11 +126,35 @@ def _throughput_section(r: dict[str, Any], settings: dict[str, Any]) -> list[str
                 ["peer", "peer calls/s", "dbworker / peer"], [[n, v, _ratio(vg, v)] for n, v in peers if v]
             )
         )
+    for name, table in r.get("pairs", {}).items():
+        lines += [
+            "",
+            f"### Paired rounds: {name} (alternating order; each round's ratio is one measurement)",
+            "",
+        ]
+        lines.append(_throughput_table(table, None))
+        lines += ["", _pair_rounds(table)]
+    scans = r.get("table_scans")
+    if scans:
+        lines += ["", "### Table scans on PostgreSQL after the throughput rounds (`pg_stat_user_tables`)", ""]
+        columns = ["seq_scan", "seq_tup_read", "idx_scan"]
+        lines.append(_table(["table", *columns], [[t, *(v[c] for c in columns)] for t, v in scans.items()]))
     scale = r.get("scaleout")
     if scale:
         lines += ["", "### Scale-out: `volume_get` on 2 worker processes against 1 (interleaved pair)", ""]
         lines.append(_throughput_table(scale, None))
     return lines
+
+
+def _pair_rounds(table: dict[str, Any]) -> str:
+    """Each round's calls/s of every row of a paired table, one column per round."""
+    rows = [
+        [system, op] + [run["calls_per_s"] for run in v["runs"]]
+        for system, ops in table.items()
+        for op, v in ops.items()
+    ]
+    rounds = max((len(row) - 2 for row in rows), default=0)
+    return _table(["system", "operation"] + [f"round {n + 1}" for n in range(rounds)], rows)
 
 
 def _throughput_table(table: dict[str, Any], echo: float | None) -> str:

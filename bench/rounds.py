@@ -2,6 +2,9 @@
 
 One round runs every row once, in order (echo, Celery, the bare oslo server, dbworker...); the run
 makes ``repeats`` rounds, so a slow spell of the machine hits every system alike instead of one row.
+With ``alternate``, every other round runs the rows in reverse order (A B, B A, A B...), so a row
+never always follows the same one: the rounds of a pair of rows are then paired measurements, whose
+ratios :func:`paired` gives.
 Each row's result holds every repeat (calls/s, errors, CPU ms per call per process group, see
 :mod:`bench.cpu`), and the summary over them: the median calls/s and its spread (min..max), and
 the median of each group's CPU ms per call.
@@ -41,13 +44,20 @@ def measure_row(row: Row, threads: int, seconds: float) -> dict[str, Any]:
 
 
 def run(
-    rows: list[Row], repeats: int, threads: int, seconds: float, log: Callable[[str], None]
+    rows: list[Row],
+    repeats: int,
+    threads: int,
+    seconds: float,
+    log: Callable[[str], None],
+    *,
+    alternate: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Run ``repeats`` rounds of ``rows``; return ``{system: {op: summary}}`` (see :func:`summary`)."""
+    """Run ``repeats`` rounds of ``rows`` (every other one reversed if ``alternate``); return
+    ``{system: {op: summary}}`` (see :func:`summary`)."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(r.system, r.op): [] for r in rows}
     for n in range(repeats):
         log(f"  round {n + 1} of {repeats}")
-        for row in rows:
+        for row in reversed(rows) if alternate and n % 2 else rows:
             result = measure_row(row, threads, seconds)
             runs[row.system, row.op].append(result)
             c = result["cpu_ms_per_call"]
@@ -81,4 +91,22 @@ def summary(results: list[dict[str, Any]], threads: int) -> dict[str, Any]:
             g: round(statistics.median(cpu.get(g, 0.0) for cpu in measured), 3) for g in groups
         },
         "runs": results,
+    }
+
+
+def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """The ratios of row ``a``'s calls/s to row ``b``'s, round by round (two summaries of one
+    :func:`run`): ``{"ratios", "median", "min", "max"}``; None if either row is missing or a
+    round of ``b`` made no calls."""
+    if not a or not b:
+        return None
+    pairs = list(zip(a["runs"], b["runs"], strict=True))
+    if any(not rb["calls_per_s"] for _ra, rb in pairs):
+        return None
+    ratios = [round(ra["calls_per_s"] / rb["calls_per_s"], 3) for ra, rb in pairs]
+    return {
+        "ratios": ratios,
+        "median": round(statistics.median(ratios), 3),
+        "min": min(ratios),
+        "max": max(ratios),
     }

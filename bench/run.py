@@ -23,7 +23,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import config, facts, measure, report, rounds, roundtrips, sections, servers, targets, workloads
+from bench import (
+    config,
+    facts,
+    measure,
+    reference,
+    report,
+    rounds,
+    roundtrips,
+    sections,
+    servers,
+    targets,
+    workloads,
+)
 from bench.config import Settings
 from bench.measure import Call
 from bench.rounds import Row
@@ -70,6 +82,15 @@ class Bench:
         measured = rounds.run(rows, self.cfg.repeats, self.cfg.threads, self.cfg.throughput_s, log)
         for system, ops in measured.items():
             self.results.setdefault(key, {}).setdefault(system, {}).update(ops)
+
+    def paired_rounds(self, name: str, rows: list[Row]) -> None:
+        """Throughput of ``rows`` in ``pair_repeats`` rounds of alternating order, kept under
+        ``results["pairs"][name]``: their rounds are paired measurements (rounds.paired)."""
+        log(f"paired rounds '{name}': {self.cfg.pair_repeats} rounds, alternating order")
+        measured = rounds.run(
+            rows, self.cfg.pair_repeats, self.cfg.threads, self.cfg.throughput_s, log, alternate=True
+        )
+        self.results.setdefault("pairs", {})[name] = measured
 
 
 def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[str, Any]:
@@ -139,6 +160,8 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         rows += [Row("direct", op, call, None) for op, call in direct.items()]
         rows += [Row("in-process", op, call, None) for op, call in in_process.items()]
         bench.rounds(rows)
+        bench.results["table_scans"] = sections.table_scans(data)
+        log(f"  table scans since the database was created: {bench.results['table_scans']}")
 
         for op in PROFILED:
             log(f"profile: py-spy on the dbworker-1 worker under {op} load, {cfg.profile_s}s")
@@ -146,6 +169,53 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
             bench.results.setdefault("profiles", {})[op] = profile
         with ThreadPoolExecutor() as stopping:  # Celery's warm shutdown alone takes seconds
             list(stopping.map(lambda server: server.process.stop(), peers.servers.values()))
+
+        worker = one.process.pid
+        bench.paired_rounds(
+            "terms",
+            [
+                Row("dbworker-1", "volume_create", ops["volume_create"], worker, workers=True),
+                Row(
+                    "dbworker-1",
+                    workloads.CREATE_WITHOUT_TERMS,
+                    ops[workloads.CREATE_WITHOUT_TERMS],
+                    worker,
+                    workers=True,
+                ),
+            ],
+        )
+        if cfg.reference:
+            log(f"reference: dbworker at {cfg.reference}, its own database of {cfg.rows_large} volumes")
+            ref = reference.start(res, rpc, rabbit, cfg.reference, cfg.rows_large)
+            bench.results["meta"]["reference"] = ref.commit
+            bench.paired_rounds(
+                "reference",
+                [
+                    Row("dbworker-1", "volume_get", ops["volume_get"], worker, workers=True),
+                    Row(
+                        "reference",
+                        "volume_get",
+                        ref.calls["volume_get"],
+                        ref.server.process.pid,
+                        workers=True,
+                    ),
+                    Row(
+                        "dbworker-1",
+                        workloads.CREATE_WITHOUT_TERMS,
+                        ops[workloads.CREATE_WITHOUT_TERMS],
+                        worker,
+                        workers=True,
+                    ),
+                    Row(
+                        "reference",
+                        "volume_create",
+                        ref.calls["volume_create"],
+                        ref.server.process.pid,
+                        workers=True,
+                    ),
+                ],
+            )
+            ref.server.process.stop()
 
         log("scale-out: dbworker with 2 worker processes against 1, volume_get, interleaved")
         two, client2 = servers.start_daemon(res, rpc, rabbit, pg_url, 2, "dbworker-2")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import oslo_messaging
+import sqlalchemy as sa
 
 from bench import check, cpu, facts, measure, profiling, servers, workloads
 from bench.config import Settings
@@ -180,3 +181,22 @@ def mariadb(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
         ]
     )
     server.process.stop()
+
+
+#: The tables a listing reads; their scan counters tell an index plan from a table scan.
+SCANNED_TABLES = ("volumes", "volume_metadata", "volume_types", "volume_type_extra_specs")
+
+
+def table_scans(data: workloads.Data) -> dict[str, dict[str, int]]:
+    """PostgreSQL's counters of sequential and index scans of :data:`SCANNED_TABLES` since the
+    database was created (``pg_stat_user_tables``): ``{table: {seq_scan, seq_tup_read, idx_scan}}``.
+    A listing run with a generic plan shows as sequential scans reading every row of a table."""
+    query = sa.text(
+        "SELECT relname, seq_scan, seq_tup_read, idx_scan FROM pg_stat_user_tables WHERE relname IN :tables"
+    ).bindparams(sa.bindparam("tables", expanding=True))
+    with data.engine.connect() as conn:
+        rows = conn.execute(query, {"tables": list(SCANNED_TABLES)}).all()
+    return {
+        r.relname: {"seq_scan": r.seq_scan, "seq_tup_read": r.seq_tup_read, "idx_scan": r.idx_scan}
+        for r in rows
+    }

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.services import Process, Resources, python, unique, wait_until
+from bench.services import ROOT, Process, Resources, python, unique, wait_until
 from dbworker import client as dbclient
 from dbworker.options import DEFAULT_THREADS
 
@@ -66,12 +66,19 @@ def topic_of(config: Path) -> str:
 
 
 def start_daemon(
-    res: Resources, rpc_transport: Any, transport_url: str, database_url: str, workers: int, name: str
+    res: Resources,
+    rpc_transport: Any,
+    transport_url: str,
+    database_url: str,
+    workers: int,
+    name: str,
+    source: Path = ROOT,
 ) -> tuple[Server, dbclient.Client]:
-    """Start ``python -m dbworker`` with ``workers`` processes; wait until a call is answered."""
+    """Start ``python -m dbworker`` with ``workers`` processes (the ``dbworker`` package of
+    ``source``: this checkout, or a reference tree); wait until a call is answered."""
     config = daemon_config(res, name, transport_url, database_url, workers)
     topic = topic_of(config)
-    process = res.spawn(name, python("-m", "dbworker", "--config-file", str(config)))
+    process = res.spawn(name, python("-m", "dbworker", "--config-file", str(config)), source=source)
     probe = dbclient.Client(rpc_transport, topic=topic, timeout=0.5, retry=1)
     first = wait_until("dbworker health", lambda: probe.health(), process, timeout=60)
     _wait_for_log(process, "consuming topic", workers)

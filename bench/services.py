@@ -52,15 +52,19 @@ class Resources(contextlib.ExitStack):
         using them stopped)."""
         self.callback(delete_queues, transport_url, names)
 
-    def database(self, kind: str) -> str:
-        """Create ``bench_<pid>`` on the ``kind`` server; return its URL (dropped on exit)."""
-        url, drop = create_database(service_url(kind), f"bench_{os.getpid()}")
+    def database(self, kind: str, suffix: str = "") -> str:
+        """Create ``bench_<pid><suffix>`` on the ``kind`` server; return its URL (dropped on exit)."""
+        url, drop = create_database(service_url(kind), f"bench_{os.getpid()}{suffix}")
         self.callback(drop)
         return url
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
-        """Start ``argv`` in a new session (its own process group), logging to ``<name>.log``."""
-        process = Process(name, argv, self.workdir / f"{name}.log", env)
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, source: Path = ROOT
+    ) -> Process:
+        """Start ``argv`` in a new session (its own process group), logging to ``<name>.log``, in
+        the directory ``source`` and with it first on ``PYTHONPATH`` (its ``dbworker`` is the one
+        imported: this checkout's, or a reference tree's)."""
+        process = Process(name, argv, self.workdir / f"{name}.log", env, source)
         self.callback(process.stop)
         return process
 
@@ -79,19 +83,21 @@ class Resources(contextlib.ExitStack):
 class Process:
     """One child process this run started, stopped by its pid (and its process group)."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None, source: Path = ROOT
+    ) -> None:
         self.name, self.log = name, log
         self.started = time.monotonic()
         self.started_at = time.time()  # wall clock, to compare with the process's log timestamps
         with log.open("ab") as out:
             self.popen = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=source,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                env={**os.environ, "PYTHONPATH": str(source), **(env or {})},
             )
 
     @property

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Connection, DateTime, Select, Table
+from sqlalchemy import CompoundSelect, Connection, DateTime, Executable, Insert, Select, Table, Update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
 
 from dbworker.protocol.times import format_time
 from dbworker.protocol.wire import Record
@@ -43,7 +44,38 @@ class Mapper:
         return record
 
 
-class PreparedRead:
+class _Prepared:
+    """A statement built once, compiled once per database driver, run on the call's own driver
+    cursor (see :class:`PreparedRead`, :class:`PreparedWrite`)."""
+
+    def __init__(self, statement: Executable, *, server_prepared: bool = False) -> None:
+        self.statement = statement
+        self.server_prepared = server_prepared
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+
+    def _run(self, conn: Connection, params: dict[str, Any], *, fetch: bool) -> tuple[Any, _Compiled]:
+        """Run the statement with ``params``; return its rows (``fetch``) or its row count, and
+        its compiled form. Raises the driver's error as SQLAlchemy wraps it."""
+        dialect = conn.dialect
+        compiled = self._compiled.get((dialect.name, dialect.driver)) or self._compile(dialect)
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.parameters(params), **compiled.options)
+            return (cursor.fetchall() if fetch else cursor.rowcount), compiled
+        except dialect.loaded_dbapi.Error as err:
+            raise_driver_error(conn, err)
+        finally:
+            cursor.close()
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = _Compiled(self.statement, dialect, self.server_prepared)
+        self._compiled[dialect.name, dialect.driver] = compiled
+        return compiled
+
+
+class PreparedRead(_Prepared):
     """A read statement built once, run on the call's own driver cursor.
 
     For each database driver the statement is compiled once, with the bind and result processors
@@ -60,9 +92,7 @@ class PreparedRead:
     """
 
     def __init__(self, statement: Select[Any] | CompoundSelect, *, server_prepared: bool = False) -> None:
-        self.statement = statement
-        self.server_prepared = server_prepared
-        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        super().__init__(statement, server_prepared=server_prepared)
 
     def rows(self, conn: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
         """Return every row of the statement run with ``params`` on ``conn``'s transaction.
@@ -71,50 +101,53 @@ class PreparedRead:
             sqlalchemy.exc.DBAPIError: the driver's error, wrapped as SQLAlchemy wraps it (an
                 oslo.db ``DBError``; on a lost connection the pool is invalidated).
         """
-        dialect = conn.dialect
-        compiled = self._compiled.get((dialect.name, dialect.driver)) or self._compile(dialect)
-        dbapi_connection = conn.connection.dbapi_connection
-        assert dbapi_connection is not None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.parameters(params), **compiled.options)
-            rows = cursor.fetchall()
-        except dialect.loaded_dbapi.Error as err:
-            raise_driver_error(conn, err)
-        finally:
-            cursor.close()
+        rows, compiled = self._run(conn, params, fetch=True)
         processors = compiled.results
         if not processors:
             return rows
         return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = _Compiled(self.statement, dialect, self.server_prepared)
-        self._compiled[dialect.name, dialect.driver] = compiled
-        return compiled
+
+class PreparedWrite(_Prepared):
+    """An ``INSERT`` or ``UPDATE`` built once, run on the call's own driver cursor, as
+    :class:`PreparedRead` runs a read: for a statement every write call runs (its delivery record),
+    where SQLAlchemy's per-execution set-up would cost more than the statement. Its values are
+    given whole (no column defaults are applied) and it fires no ORM or engine events.
+    """
+
+    def __init__(self, statement: Insert | Update, *, server_prepared: bool = False) -> None:
+        super().__init__(statement, server_prepared=server_prepared)
+
+    def run(self, tx: Connection | Session, params: dict[str, Any]) -> int:
+        """Run the statement with ``params`` in ``tx``'s transaction; return the rows it wrote.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: the driver's error, wrapped as SQLAlchemy wraps it (an
+                oslo.db ``DBError``: ``DBDuplicateEntry`` for a key already taken).
+        """
+        conn = tx.connection() if isinstance(tx, Session) else tx
+        count, _compiled = self._run(conn, params, fetch=False)
+        return count
 
 
 class _Compiled:
-    """A :class:`PreparedRead` statement for one dialect: its SQL, parameter order and the bind
-    and result processors of its types (``None`` where a value needs none)."""
+    """A prepared statement for one dialect: its SQL, parameter order and the bind and result
+    processors of its types (``None`` where a value needs none)."""
 
-    def __init__(
-        self, statement: Select[Any] | CompoundSelect, dialect: Dialect, server_prepared: bool
-    ) -> None:
+    def __init__(self, statement: Executable, dialect: Dialect, server_prepared: bool) -> None:
         compiled = statement.compile(dialect=dialect)
         #: the driver's execute options: psycopg 3 alone prepares statements on the server
         self.options = {"prepare": True} if server_prepared and dialect.driver == "psycopg" else {}
         if any(bind.expanding for bind in compiled.binds.values()):
-            raise ValueError("a PreparedRead binds no expanding IN parameter")
+            raise ValueError("a prepared statement binds no expanding IN parameter")
         self.sql = compiled.string
         self._positions = compiled.positiontup if dialect.positional else None
         self._binds = {
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for name, bind in ((b.key, b) for b in compiled.binds.values())
         }
-        results = [
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.selected_columns
-        ]
+        columns = getattr(statement, "selected_columns", ())
+        results = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
         self.results = results if any(results) else None
 
     def parameters(self, params: dict[str, Any]) -> dict[str, Any] | tuple[Any, ...]:

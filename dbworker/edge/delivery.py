@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from dbworker import exception
 from dbworker.core.context import RequestContext
 from dbworker.core.dispatch import NotRun
+from dbworker.core.records import PreparedWrite
 from dbworker.models import RpcCall, utcnow
 from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY
 from dbworker.protocol.wire import Primitive
@@ -96,7 +97,22 @@ class KeyTaken(NotRun):
         self.record = record
 
 
-_INSERT_RECORD = insert(RpcCall)
+_TABLE = RpcCall.__table__
+#: The record statements every write call runs, on the call's driver cursor (records.PreparedWrite),
+#: prepared on the server: each finds its row by primary key.
+_INSERT_MESSAGE = PreparedWrite(
+    insert(_TABLE).values({c: sa.bindparam(c) for c in ("unique_id", "method", "created_at")}),
+    server_prepared=True,
+)
+_INSERT_KEY = PreparedWrite(
+    insert(_TABLE).values({c: sa.bindparam(c) for c in ("unique_id", "method", "created_at", "digest")}),
+    server_prepared=True,
+)
+_KEEP_OUTCOME = PreparedWrite(
+    update(_TABLE).where(_TABLE.c.unique_id == sa.bindparam("key")).values(outcome=sa.bindparam("outcome")),
+    server_prepared=True,
+)
+_READ_OUTCOME = select(_TABLE.c.digest, _TABLE.c.outcome).where(_TABLE.c.unique_id == sa.bindparam("key"))
 
 
 class Delivery:
@@ -123,7 +139,7 @@ class MessageRecord:
             Redelivered: a committed call holds the message's id.
         """
         try:
-            tx.execute(_INSERT_RECORD, {"unique_id": self.unique_id, "method": name, "created_at": utcnow()})
+            _INSERT_MESSAGE.run(tx, {"unique_id": self.unique_id, "method": name, "created_at": utcnow()})
         except db_exc.DBDuplicateEntry:
             raise Redelivered(self.unique_id) from None
 
@@ -153,7 +169,7 @@ class KeyRecord:
         """
         record = {"unique_id": self.unique_id, "method": name, "created_at": utcnow(), "digest": self.digest}
         try:
-            tx.execute(_INSERT_RECORD, record)
+            _INSERT_KEY.run(tx, record)
         except db_exc.DBDuplicateEntry:
             raise KeyTaken(self) from None
 
@@ -165,7 +181,7 @@ class KeyRecord:
             outcome: dict[str, Any] = {"reply": reply}
         else:
             outcome = {"error": type(error).__name__, "message": error.msg, "kwargs": error.kwargs}
-        tx.execute(_KEEP_OUTCOME, {"key": self.unique_id, "outcome": json.dumps(outcome)})
+        _KEEP_OUTCOME.run(tx, {"key": self.unique_id, "outcome": json.dumps(outcome)})
 
     def answer(self, engine: Engine) -> Primitive:
         """Return the reply kept under the key, or raise the typed error kept there.
@@ -186,13 +202,6 @@ class KeyRecord:
         if "error" not in outcome:
             return outcome["reply"]
         raise _rebuild_error(outcome["error"], outcome["message"], outcome["kwargs"])
-
-
-_TABLE = RpcCall.__table__
-_KEEP_OUTCOME = (
-    update(_TABLE).where(_TABLE.c.unique_id == sa.bindparam("key")).values(outcome=sa.bindparam("outcome"))
-)
-_READ_OUTCOME = select(_TABLE.c.digest, _TABLE.c.outcome).where(_TABLE.c.unique_id == sa.bindparam("key"))
 
 
 def _rebuild_error(name: str, message: str, kwargs: dict[str, Any]) -> exception.CinderException:
