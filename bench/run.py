@@ -170,49 +170,25 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         with ThreadPoolExecutor() as stopping:  # Celery's warm shutdown alone takes seconds
             list(stopping.map(lambda server: server.process.stop(), peers.servers.values()))
 
-        worker = one.process.pid
-        bench.paired_rounds(
-            "terms",
-            [
-                Row("dbworker-1", "volume_create", ops["volume_create"], worker, workers=True),
-                Row(
-                    "dbworker-1",
-                    workloads.CREATE_WITHOUT_TERMS,
-                    ops[workloads.CREATE_WITHOUT_TERMS],
-                    worker,
-                    workers=True,
-                ),
-            ],
-        )
+        def mine(op: str) -> Row:
+            return Row("dbworker-1", op, ops[op], one.process.pid, workers=True)
+
+        bench.paired_rounds("terms", [mine("volume_create"), mine(workloads.CREATE_WITHOUT_TERMS)])
         if cfg.reference:
             log(f"reference: dbworker at {cfg.reference}, its own database of {cfg.rows_large} volumes")
             ref = reference.start(res, rpc, rabbit, cfg.reference, cfg.rows_large)
             bench.results["meta"]["reference"] = ref.commit
+
+            def theirs(op: str) -> Row:
+                return Row("reference", op, ref.calls[op], ref.server.process.pid, workers=True)
+
             bench.paired_rounds(
                 "reference",
                 [
-                    Row("dbworker-1", "volume_get", ops["volume_get"], worker, workers=True),
-                    Row(
-                        "reference",
-                        "volume_get",
-                        ref.calls["volume_get"],
-                        ref.server.process.pid,
-                        workers=True,
-                    ),
-                    Row(
-                        "dbworker-1",
-                        workloads.CREATE_WITHOUT_TERMS,
-                        ops[workloads.CREATE_WITHOUT_TERMS],
-                        worker,
-                        workers=True,
-                    ),
-                    Row(
-                        "reference",
-                        "volume_create",
-                        ref.calls["volume_create"],
-                        ref.server.process.pid,
-                        workers=True,
-                    ),
+                    mine("volume_get"),
+                    theirs("volume_get"),
+                    mine(workloads.CREATE_WITHOUT_TERMS),
+                    theirs("volume_create"),
                 ],
             )
             ref.server.process.stop()
@@ -221,7 +197,7 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         two, client2 = servers.start_daemon(res, rpc, rabbit, pg_url, 2, "dbworker-2")
         bench.results["startup"]["dbworker-2"] = round(two.first_answer_s, 2)
         pair = [
-            Row("dbworker-1", "volume_get", ops["volume_get"], one.process.pid, workers=True),
+            mine("volume_get"),
             Row(
                 "dbworker-2",
                 "volume_get",
