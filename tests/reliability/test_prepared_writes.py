@@ -59,9 +59,8 @@ def test_a_taken_key_is_a_duplicate_entry_and_leaves_the_first_record(db):
     key = uuid.uuid4().hex
     with db.engine.begin() as conn:
         INSERT.run(conn, _record(key))
-    with db.engine.connect() as conn, conn.begin():
-        with pytest.raises(db_exc.DBDuplicateEntry):
-            INSERT.run(conn, _record(key))
+    with db.engine.connect() as conn, conn.begin(), pytest.raises(db_exc.DBDuplicateEntry):
+        INSERT.run(conn, _record(key))
     assert list(_outcomes(db.engine)) == [key]
 
 
