@@ -174,6 +174,24 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
             return Row("dbworker-1", op, ops[op], one.process.pid, workers=True)
 
         bench.paired_rounds("terms", [mine("volume_create"), mine(workloads.CREATE_WITHOUT_TERMS)])
+        log("metrics: the same daemon without them ([dbworker] metrics_port = 0)")
+        bare, bare_client = servers.start_daemon(
+            res, rpc, rabbit, pg_url, 1, "dbworker-1-bare", metrics=False
+        )
+        bench.paired_rounds(
+            "metrics",
+            [
+                mine("volume_get"),
+                Row(
+                    workloads.NO_METRICS,
+                    "volume_get",
+                    workloads.dbworker_calls(bare_client, data)["volume_get"],
+                    bare.process.pid,
+                    workers=True,
+                ),
+            ],
+        )
+        bare.process.stop()
         if cfg.reference:
             log(f"reference: dbworker at {cfg.reference}, its own database of {cfg.rows_large} volumes")
             ref = reference.start(res, rpc, rabbit, cfg.reference, cfg.rows_large)

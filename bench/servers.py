@@ -37,8 +37,11 @@ MILESTONES = {
 }
 
 
-def daemon_config(res: Resources, name: str, transport_url: str, database_url: str, workers: int) -> Path:
-    """Write a dbworker configuration for a private topic; return its path."""
+def daemon_config(
+    res: Resources, name: str, transport_url: str, database_url: str, workers: int, metrics: bool = True
+) -> Path:
+    """Write a dbworker configuration for a private topic, with its metrics served on a free port
+    (as shipped: on) or none; return its path."""
     topic = unique("bench-dbworker")
     res.broker_queues(
         transport_url, [topic, f"{topic}.{socket.gethostname()}"]
@@ -52,10 +55,22 @@ def daemon_config(res: Resources, name: str, transport_url: str, database_url: s
                 "graceful_shutdown_timeout": 20,
                 "rpc_response_timeout": 30,
             },
-            "dbworker": {"workers": workers, "topic": topic, "broker_connect_timeout": 10},
+            "dbworker": {
+                "workers": workers,
+                "topic": topic,
+                "broker_connect_timeout": 10,
+                "metrics_port": free_port() if metrics else 0,
+            },
             "database": {"connection": database_url},
         },
     )
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now (the daemon's metrics; it binds it at start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def topic_of(config: Path) -> str:
@@ -73,10 +88,11 @@ def start_daemon(
     workers: int,
     name: str,
     source: Path = ROOT,
+    metrics: bool = True,
 ) -> tuple[Server, dbclient.Client]:
     """Start ``python -m dbworker`` with ``workers`` processes (the ``dbworker`` package of
     ``source``: this checkout, or a reference tree); wait until a call is answered."""
-    config = daemon_config(res, name, transport_url, database_url, workers)
+    config = daemon_config(res, name, transport_url, database_url, workers, metrics)
     topic = topic_of(config)
     process = res.spawn(name, python("-m", "dbworker", "--config-file", str(config)), source=source)
     probe = dbclient.Client(rpc_transport, topic=topic, timeout=0.5, retry=1)

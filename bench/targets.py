@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench import rounds
-from bench.workloads import CREATE_WITHOUT_TERMS
+from bench.workloads import CREATE_WITHOUT_TERMS, NO_METRICS
 
 #: "Not slower than the reference": a pair's median ratio at or above this. Paired rounds of one
 #: code against itself differ by a few percent here (2 cores shared by client, broker, database and
@@ -106,6 +106,13 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         "terms",
         *terms,
         0.9,
+    )
+    paired(
+        "volume_get with metrics >= 0.95 x without them (paired rounds)",
+        "metrics",
+        ("dbworker-1", "volume_get"),
+        (NO_METRICS, "volume_get"),
+        0.95,
     )
     throughput(
         "volume_create with an idempotency key and a deadline, against without (mixed rounds)",

@@ -153,6 +153,9 @@ def dbworker_calls(api: Any, data: Data) -> dict[str, Call]:
     }
 
 
+#: The daemon that serves no metrics (the baseline of their cost).
+NO_METRICS = "dbworker-1, no metrics"
+
 #: The row that measures what a call's terms cost: ``volume_create`` sent without them.
 CREATE_WITHOUT_TERMS = "volume_create, no key or deadline"
 

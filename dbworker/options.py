@@ -23,6 +23,9 @@ DEFAULT_THREADS = 8
 #: Connections a worker keeps beyond one per thread (health checks, trimming ``rpc_calls``).
 POOL_HEADROOM = 2
 
+#: The metrics' default port (``[dbworker] metrics_port``).
+DEFAULT_METRICS_PORT = 9583
+
 dbworker_group = cfg.OptGroup(
     "dbworker", title="dbworker", help="The worker that serves Cinder's DB API over RPC."
 )
@@ -70,6 +73,19 @@ DBWORKER_OPTS = [
         min=0,
         help="Seconds between two deletions, by each worker process, of the delivery records "
         "older than delivery_record_age (0: never; then run `dbworker-manage db purge`).",
+    ),
+    cfg.PortOpt(
+        "metrics_port",
+        default=DEFAULT_METRICS_PORT,
+        help="Port of the host's Prometheus metrics (http://metrics_host:metrics_port/metrics), "
+        "served by the master process for all its workers; 0: no metrics. A port that cannot be "
+        "bound stops the daemon at start.",
+    ),
+    cfg.HostAddressOpt(
+        "metrics_host",
+        default="127.0.0.1",
+        help="Address the metrics are served on: the loopback by default; an address other hosts "
+        "reach exposes call counts and latencies to them.",
     ),
     cfg.StrOpt("volume_name_template", default="volume-%s", help="Template for a volume's 'name'."),
     cfg.StrOpt("snapshot_name_template", default="snapshot-%s", help="Template for a snapshot's 'name'."),

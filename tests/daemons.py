@@ -51,7 +51,8 @@ class Daemon:
                 "graceful_shutdown_timeout": 20,
                 "rpc_response_timeout": 20,
             },
-            "dbworker": {"workers": 1, "topic": self.topic, "broker_connect_timeout": 5},
+            # no metrics unless a test asks (dbworker__metrics_port): daemons run side by side
+            "dbworker": {"workers": 1, "topic": self.topic, "broker_connect_timeout": 5, "metrics_port": 0},
             "database": {"connection": database_url},
         }
         for key, value in options.items():

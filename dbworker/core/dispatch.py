@@ -81,6 +81,21 @@ class CallRecord(Protocol):
         """Whether a typed error that rolled the call back is kept (in a transaction of its own)."""
 
 
+class CallObserver(Protocol):
+    """Told of every call the dispatcher runs (the daemon's metrics, :mod:`dbworker.daemon.metrics`).
+    Its methods run on the call's thread and must not raise."""
+
+    def started(self, name: str) -> None:
+        """Call ``name`` was taken and is about to run (or be refused)."""
+
+    def finished(self, name: str, outcome: str, seconds: float) -> None:
+        """Call ``name`` ended with ``outcome`` (``ok``, or its error's class name) after ``seconds``."""
+
+    def counted(self, key: str) -> None:
+        """An event of the dispatcher's :attr:`Dispatcher.counters` happened (``retries``,
+        ``calls_expired``, a :class:`NotRun`'s counter...)."""
+
+
 class Dispatcher:
     """Runs registered handlers, each call in exactly one transaction.
 
@@ -92,6 +107,7 @@ class Dispatcher:
             that gives none (the in-process API, tests) gets Folsom's, :data:`DEFAULT_SETTINGS`.
         max_deadlock_retries: re-runs after a deadlock or a lost connection.
         host: reported by ``health``.
+        observer: told of each call and counted event (:class:`CallObserver`), if given.
     """
 
     def __init__(
@@ -103,8 +119,10 @@ class Dispatcher:
         max_deadlock_retries: int = 5,
         retry_interval: float = 0.05,
         host: str = "localhost",
+        observer: CallObserver | None = None,
     ) -> None:
         self.registry = registry
+        self.observer = observer
         self.sessions = sessions
         self.settings = settings = DEFAULT_SETTINGS if settings is None else settings
         self._engine: Engine = sessions.kw["bind"]
@@ -144,6 +162,8 @@ class Dispatcher:
         start = time.perf_counter()
         outcome = "ok"
         counter = None
+        if self.observer is not None:
+            self.observer.started(name)
         try:
             if deadline is not None and (late := time.time() - deadline) > 0:
                 raise DeadlinePassed(late)
@@ -161,9 +181,11 @@ class Dispatcher:
             LOG.exception("%s failed with an unexpected error", name)
             raise
         finally:
-            elapsed = (time.perf_counter() - start) * 1000
+            elapsed = time.perf_counter() - start
             self._count(counter or ("calls_ok" if outcome == "ok" else "calls_failed"))
-            LOG.info("%s %.1fms %s", name, elapsed, outcome)
+            if self.observer is not None:
+                self.observer.finished(name, outcome, elapsed)
+            LOG.info("%s %.1fms %s", name, elapsed * 1000, outcome)
 
     def health(self) -> dict[str, Primitive]:
         """Return ``{"status", "version", "host", "database"}``; never raises."""
@@ -333,6 +355,8 @@ class Dispatcher:
     def _count(self, key: str) -> None:
         with self._lock:
             self.counters[key] += 1
+        if self.observer is not None:
+            self.observer.counted(key)
 
 
 def _close(tx: Session | Connection, handler: Handler) -> None:

@@ -48,7 +48,7 @@ from dbworker import __version__, options
 from dbworker.core import logcontext
 from dbworker.core.dispatch import Dispatcher
 from dbworker.core.settings import Settings
-from dbworker.daemon import masking
+from dbworker.daemon import masking, metrics
 from dbworker.daemon.masking import mask
 from dbworker.edge import flow_control, inflate, rpc
 from dbworker.edge.delivery import RecordTrimmer
@@ -298,6 +298,7 @@ class WorkerService(oslo_service.ServiceBase):
         self._transport: oslo_messaging.Transport | None = None
         self._server: flow_control.BoundedRPCServer | None = None
         self._trimmer: RecordTrimmer | None = None
+        self._metrics: metrics.WorkerMetrics | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -305,12 +306,14 @@ class WorkerService(oslo_service.ServiceBase):
         conf = self.conf
         threads = conf.executor_thread_pool_size
         self._engine = build_engine(conf)
+        self._metrics = metrics.WorkerMetrics() if conf.dbworker.metrics_port else None
         dispatcher = Dispatcher(
             build_registry(),
             make_sessionmaker(self._engine),
             settings=settings(conf),
             max_deadlock_retries=conf.dbworker.max_deadlock_retries,
             host=conf.host,
+            observer=self._metrics,
         )
         inflate.install()  # before any message arrives: kombu inflates bodies without a limit
         self._transport = rpc.get_transport(conf)
@@ -324,6 +327,8 @@ class WorkerService(oslo_service.ServiceBase):
             on_listener_death=_end_this_worker,
         )
         self._server.start()
+        if self._metrics is not None:
+            self._metrics.watch(self._server.load, threads, self._engine)
         self._trimmer = RecordTrimmer(
             self._engine,
             age=timedelta(seconds=conf.dbworker.delivery_record_age),
@@ -350,6 +355,8 @@ class WorkerService(oslo_service.ServiceBase):
             self._server.wait()
         if self._trimmer is not None:
             self._trimmer.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
         if self._transport is not None:
             self._transport.cleanup()
         if self._engine is not None:

@@ -87,9 +87,15 @@ class SlotGate:
     """
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self._free = size
         self._closed = False
         self._cond = threading.Condition()
+
+    @property
+    def taken(self) -> int:
+        """Slots taken now: calls accepted and not yet answered (a reading, for metrics)."""
+        return self.size - self._free
 
     def take(self) -> bool:
         """Take a free slot; False when none is free or the gate is closed."""
@@ -154,6 +160,11 @@ class _GatedDelivery:
     @property
     def holding(self) -> bool:
         return bool(self._held)
+
+    @property
+    def held(self) -> int:
+        """Deliveries held unacked now (a reading from any thread, for metrics)."""
+        return len(self._held)
 
     def __call__(self, message: Any) -> None:
         if self.closed:
@@ -223,6 +234,10 @@ class BoundedListener(Listener):
                 consumer.callback = self._delivery
         self._running = False
         self._thread = threading.Thread(target=self._run, name="dbworker-listener", daemon=True)
+
+    def held(self) -> int:
+        """Deliveries held unacked now (a reading from any thread, for metrics)."""
+        return self._delivery.held
 
     def start(self, on_incoming_callback: Callable[[list[Any]], None]) -> None:
         super().start(on_incoming_callback)
@@ -321,6 +336,13 @@ class BoundedRPCServer(RPCServer):
         self._pool_size = pool_size
         self._gate = SlotGate(pool_size)
         self._on_listener_death = on_listener_death
+
+    def load(self) -> tuple[int, int]:
+        """Return (calls accepted and not yet answered, deliveries held unacked) now: a reading
+        from any thread, for metrics; (0, 0) before the server starts."""
+        listener = getattr(self, "listener", None)
+        held = listener.held() if isinstance(listener, BoundedListener) else 0
+        return self._gate.taken, held
 
     def start(self, override_pool_size: int | None = None) -> None:
         """Start consuming with as many executor threads as there are slots."""

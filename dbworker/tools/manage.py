@@ -4,7 +4,8 @@
 records a revision for a schema brought there by hand, ``db purge --age-in-days N`` hard-deletes
 rows soft-deleted more than N days ago (and ``rpc_calls`` records older than N days, at least an
 hour). ``call FUNCTION '{json kwargs}'`` sends one call to a running worker
-(``[DEFAULT] transport_url``, ``[dbworker] topic``) and prints its JSON reply.
+(``[DEFAULT] transport_url``, ``[dbworker] topic``) and prints its JSON reply. ``metrics`` prints
+the host's running daemon's metrics (``[dbworker] metrics_host``, ``metrics_port``) per function.
 
 Each command category adds its parsers through one function in :data:`CATEGORIES`; a command is
 ``fn(conf) -> exit status`` and prints its output with :func:`_out`. Expected failures (bad config,
@@ -37,18 +38,18 @@ from typing import Any  # noqa: E402
 
 import alembic.util  # noqa: E402
 import oslo_messaging  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 import sqlalchemy.exc  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 from oslo_db import exception as db_exc  # noqa: E402
 from oslo_messaging import opts as messaging_opts  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from dbworker import __version__, client, exception, models, options, schema  # noqa: E402
+from dbworker import __version__, client, exception, options, schema  # noqa: E402
 from dbworker.daemon import masking  # noqa: E402
-from dbworker.edge.delivery import trim_delivery_records  # noqa: E402
 from dbworker.protocol import wire  # noqa: E402
 from dbworker.session import make_engine  # noqa: E402
+from dbworker.tools import metrics_report  # noqa: E402
+from dbworker.tools.purge import purge  # noqa: E402
 
 PROG = "dbworker-manage"
 
@@ -128,32 +129,6 @@ def db_purge(config: cfg.ConfigOpts) -> int:
     for table, count in purge(engine, timedelta(days=age)).items():
         _out(f"{table}: {count}")
     return 0
-
-
-def purge(engine: Engine, age: timedelta) -> dict[str, int]:
-    """Hard-delete rows with ``deleted`` true and ``deleted_at`` older than ``age``, and the
-    ``rpc_calls`` records (no soft delete) created more than ``max(age, MIN_RECORD_AGE)`` ago
-    (:func:`dbworker.edge.delivery.trim_delivery_records`).
-
-    Tables go children first, one transaction each; a soft-deleted parent still referenced by a
-    row that stays (live, or deleted more recently) is kept, so no foreign key breaks.
-    Returns the rows deleted per table, children first.
-    """
-    cutoff = models.utcnow() - age
-    tables = models.tables_children_first()
-    counts = {}
-    for table in tables:
-        if table is models.RpcCall.__table__:
-            counts[table.name] = trim_delivery_records(engine, age)
-            continue
-        where = [table.c.deleted == sa.true(), table.c.deleted_at < cutoff]
-        for child in tables:
-            for fk in child.foreign_keys:
-                if fk.column.table is table:
-                    where.append(~sa.exists().where(fk.parent == fk.column))
-        with engine.begin() as conn:
-            counts[table.name] = conn.execute(sa.delete(table).where(*where)).rowcount
-    return counts
 
 
 def _add_db_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -321,9 +296,33 @@ def _add_call_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(fn=call)
 
 
+def metrics(config: cfg.ConfigOpts) -> int:
+    """Print the metrics of the host's running daemon ([dbworker] metrics_host and metrics_port)
+    as a table per function and a line per worker."""
+    host, port = config.dbworker.metrics_host, config.dbworker.metrics_port
+    if not port:
+        raise CommandError("metrics are off ([dbworker] metrics_port = 0)")
+    try:
+        text = metrics_report.fetch(host, port)
+    except OSError as err:
+        raise CommandError(
+            f"no metrics at http://{host}:{port}/metrics ({_first_line(err)}): is dbworker running?"
+        ) from None
+    _out(metrics_report.summary(text))
+    return 0
+
+
+def _add_metrics_parser(subparsers: argparse._SubParsersAction) -> None:
+    subparsers.add_parser("metrics", help=metrics.__doc__).set_defaults(fn=metrics)
+
+
 # --- wiring -------------------------------------------------------------------------------------
 #: One function per command category, each adding its sub-parsers (``set_defaults(fn=...)``).
-CATEGORIES: list[Callable[[argparse._SubParsersAction], None]] = [_add_db_parsers, _add_call_parser]
+CATEGORIES: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_db_parsers,
+    _add_call_parser,
+    _add_metrics_parser,
+]
 
 
 def _add_categories(subparsers: argparse._SubParsersAction) -> None:

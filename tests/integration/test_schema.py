@@ -14,7 +14,7 @@ from testenv import DATABASES
 
 from dbworker import models, schema
 from dbworker.session import make_engine
-from dbworker.tools.manage import purge
+from dbworker.tools.purge import purge
 
 
 @pytest.fixture(params=DATABASES)

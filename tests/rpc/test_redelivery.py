@@ -39,7 +39,7 @@ from dbworker.edge.delivery import (
 from dbworker.handlers import build_registry
 from dbworker.models import QuotaUsage, Reservation, RpcCall, Service, Volume, utcnow
 from dbworker.session import make_engine, make_sessionmaker
-from dbworker.tools.manage import purge
+from dbworker.tools.purge import purge
 
 USER = RequestContext.from_dict({"user_id": "u1", "project_id": "p1", "roles": ["member"]})
 
