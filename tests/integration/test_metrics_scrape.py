@@ -129,3 +129,26 @@ def test_the_metrics_files_go_with_the_master_and_a_taken_port_stops_the_start(d
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert not files.exists()
+
+
+def test_a_worker_replaced_by_sighup_keeps_its_counts_and_its_gauges_leave_with_it(daemon, transport):
+    port = free_port()
+    worker = daemon(dbworker__metrics_port=port)
+    client = rpc(transport, worker.topic)
+    wait_until_answering(worker, client)
+    values = {"project_id": "p-metrics", "size": 1}
+    client.call(ADMIN, "volume_create", values=values)
+    (old,) = worker.workers()
+
+    worker.signal(signal.SIGHUP)  # the master replaces the worker process
+    wait_for(lambda: worker.workers() not in ([], [old]), 60, what=lambda: worker.log)
+    worker.wait_for_log("consuming topic", count=2)
+    client.call(ADMIN, "volume_create", values=values)
+
+    (new,) = worker.workers()
+
+    def gauges_of_the_new_worker_only() -> bool:
+        return set(by_pid(scrape(port), "dbworker_executor_threads", state="free")) == {str(new)}
+
+    wait_for(gauges_of_the_new_worker_only, 15, what=lambda: str(scrape(port)))
+    assert sample(scrape(port), "dbworker_calls_total", function="volume_create", outcome="ok") == 2
