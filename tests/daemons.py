@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,6 +129,9 @@ class Daemon:
         if self.proc is not None:  # orphaned workers of a dead master
             for pid in self.workers():
                 os.kill(pid, signal.SIGKILL)
+            # a master killed so cannot remove its metrics directory (dbworker.daemon.metrics)
+            for match in re.finditer(r"worker files in (\S+)\)", self.log):
+                shutil.rmtree(match.group(1), ignore_errors=True)
         topic, host = (
             self.sections["dbworker"]["topic"],
             self.sections["DEFAULT"].get("host", socket.gethostname()),
