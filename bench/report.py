@@ -137,8 +137,14 @@ def _throughput_section(r: dict[str, Any], settings: dict[str, Any]) -> list[str
     scans = r.get("table_scans")
     if scans:
         lines += ["", "### Table scans on PostgreSQL after the throughput rounds (`pg_stat_user_tables`)", ""]
-        columns = ["seq_scan", "seq_tup_read", "idx_scan"]
-        lines.append(_table(["table", *columns], [[t, *(v[c] for c in columns)] for t, v in scans.items()]))
+        columns = list(next(iter(scans.values())))
+        lines.append(
+            _table(["table", *columns], [[t, *(v.get(c, "") for c in columns)] for t, v in scans.items()])
+        )
+    plan = r.get("listing_plan")
+    if plan:
+        lines += ["", "The project listing's plan at that moment (`EXPLAIN (ANALYZE, BUFFERS)`):", "", "```"]
+        lines += [*plan, "```"]
     scale = r.get("scaleout")
     if scale:
         lines += ["", "### Scale-out: `volume_get` on 2 worker processes against 1 (interleaved pair)", ""]

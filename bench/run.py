@@ -162,6 +162,7 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
         bench.rounds(rows)
         bench.results["table_scans"] = sections.table_scans(data)
         log(f"  table scans since the database was created: {bench.results['table_scans']}")
+        bench.results["listing_plan"] = sections.listing_plan(data)
 
         for op in PROFILED:
             log(f"profile: py-spy on the dbworker-1 worker under {op} load, {cfg.profile_s}s")

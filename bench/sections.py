@@ -19,6 +19,7 @@ from bench.config import Settings
 from bench.measure import Call
 from bench.rounds import Row
 from bench.services import Resources
+from dbworker.handlers.volume_replies import _volume_read
 
 Log = Callable[[str], None]
 
@@ -187,16 +188,34 @@ def mariadb(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
 SCANNED_TABLES = ("volumes", "volume_metadata", "volume_types", "volume_type_extra_specs")
 
 
-def table_scans(data: workloads.Data) -> dict[str, dict[str, int]]:
-    """PostgreSQL's counters of sequential and index scans of :data:`SCANNED_TABLES` since the
-    database was created (``pg_stat_user_tables``): ``{table: {seq_scan, seq_tup_read, idx_scan}}``.
-    A listing run with a generic plan shows as sequential scans reading every row of a table."""
+def table_scans(data: workloads.Data) -> dict[str, dict[str, Any]]:
+    """PostgreSQL's counters of :data:`SCANNED_TABLES` since the database was created
+    (``pg_stat_user_tables``): scans (sequential, rows they read, by index), live rows, rows
+    changed since the last ANALYZE and when autovacuum last analyzed the table. A listing run with
+    a table scan shows as sequential scans reading every row; the statistics say what the planner
+    knew."""
+    columns = "seq_scan, seq_tup_read, idx_scan, n_live_tup, n_mod_since_analyze, last_autoanalyze"
     query = sa.text(
-        "SELECT relname, seq_scan, seq_tup_read, idx_scan FROM pg_stat_user_tables WHERE relname IN :tables"
+        f"SELECT relname, {columns} FROM pg_stat_user_tables WHERE relname IN :tables"
     ).bindparams(sa.bindparam("tables", expanding=True))
     with data.engine.connect() as conn:
-        rows = conn.execute(query, {"tables": list(SCANNED_TABLES)}).all()
+        rows = conn.execute(query, {"tables": list(SCANNED_TABLES)}).mappings().all()
     return {
-        r.relname: {"seq_scan": r.seq_scan, "seq_tup_read": r.seq_tup_read, "idx_scan": r.idx_scan}
+        r["relname"]: {k: (str(v) if k == "last_autoanalyze" else v) for k, v in r.items() if k != "relname"}
         for r in rows
     }
+
+
+def listing_plan(data: workloads.Data) -> list[str]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of the project listing the bench calls, as dbworker runs it
+    (its statement, the lister's project), on the database as the rounds left it."""
+    statement = _volume_read("no", True, ("project",), False).statement
+    sql = str(statement.compile(dialect=data.engine.dialect))
+    params = {
+        "project_id": workloads.LISTER["project_id"],
+        "caller_project_id": workloads.LISTER["project_id"],
+    }
+    with data.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+        return [row[0] for row in cursor.fetchall()]
