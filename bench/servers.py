@@ -15,6 +15,7 @@ from typing import Any
 from bench.services import ROOT, Process, Resources, python, unique, wait_until
 from dbworker import client as dbclient
 from dbworker.options import DEFAULT_THREADS
+from dbworker.tools.testing import free_port
 
 THREADS = DEFAULT_THREADS  # dbworker's executor_thread_pool_size; the echo server and the peers use it too
 
@@ -64,13 +65,6 @@ def daemon_config(
             "database": {"connection": database_url},
         },
     )
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback now (the daemon's metrics; it binds it at start)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def topic_of(config: Path) -> str:

@@ -1,8 +1,9 @@
-"""For tests and benchmarks: a database of their own on a shared PostgreSQL or MariaDB server, and
-the broker queues they leave behind."""
+"""For tests and benchmarks: a database of their own on a shared PostgreSQL or MariaDB server, the
+broker queues they leave behind, and a free port for a daemon's metrics."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 import kombu
@@ -79,3 +80,11 @@ def kill_database_sessions(database_url: str, admin_url: str) -> int:
             return killed
     finally:
         engine.dispose()
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now (for a daemon's ``[dbworker] metrics_port``; it binds
+    the port at start, so another process may take it in between)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ from daemons import ADMIN, rpc, wait_for, wait_until_answering
 from prometheus_client.parser import text_string_to_metric_families
 
 from dbworker import exception
+from dbworker.tools.testing import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(port: int) -> Samples:
