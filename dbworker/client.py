@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
@@ -32,6 +33,7 @@ from dbworker.protocol import catalogue
 from dbworker.protocol.calls import (
     DEADLINE_KEY,
     IDEMPOTENCY_KEY,
+    USE_SLAVE_KEY,
     CatalogueAPI,
     no_such_method,
     oslo_messaging,
@@ -75,10 +77,13 @@ class Client(CatalogueAPI):
         retry_backoff: seconds of the first pause (``[dbworker] rpc_retry_backoff``).
         call_deadline: seconds a call may take in all, retries and pauses included
             (``[dbworker] rpc_call_deadline``).
+        use_slave_for: read functions sent with the context's ``use_slave`` set (the caller
+            accepts their replies from the workers' read replica; ``[dbworker] use_slave_for``).
+            A caller may also set ``use_slave`` in the context of any one call.
 
     Raises:
-        ValueError: ``timeout`` or ``call_deadline`` is not positive, or ``retries`` or
-            ``retry_backoff`` is negative.
+        ValueError: ``timeout`` or ``call_deadline`` is not positive, ``retries`` or
+            ``retry_backoff`` is negative, or ``use_slave_for`` names a write or no function.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class Client(CatalogueAPI):
         retries: int = 3,
         retry_backoff: float = 0.5,
         call_deadline: float = 180,
+        use_slave_for: Iterable[str] = (),
     ) -> None:
         if timeout <= 0 or call_deadline <= 0 or retries < 0 or retry_backoff < 0:
             raise ValueError(
@@ -105,6 +111,15 @@ class Client(CatalogueAPI):
         self._retries = retries
         self._backoff = retry_backoff
         self._call_deadline = call_deadline
+        self._use_slave_for = frozenset(use_slave_for)
+        for name in self._use_slave_for:
+            if name not in catalogue.FUNCTIONS or catalogue.writes(name):
+                what = (
+                    "writes (a write always runs on the primary)"
+                    if name in catalogue.FUNCTIONS
+                    else "is no function"
+                )
+                raise ValueError(f"use_slave_for: {name} {what}")
 
     def _invoke(self, name: str, ctxt: dict[str, Any], kwargs: dict[str, Any]) -> Any:
         """Return the reply of call ``name``, sending it until it gets one outcome (see the class).
@@ -117,6 +132,8 @@ class Client(CatalogueAPI):
             RemoteError: any other failure on the worker.
         """
         key = uuid.uuid4().hex if catalogue.writes(name) else None
+        if name in self._use_slave_for:
+            ctxt = {**ctxt, USE_SLAVE_KEY: True}
         retries = 0 if name in NOT_RETRIED else self._retries
         ends = time.monotonic() + self._call_deadline
         retry = 0
@@ -212,6 +229,7 @@ def configure(config: cfg.ConfigOpts | None = None, transport: Transport | None 
         retries=opts.rpc_retries,
         retry_backoff=opts.rpc_retry_backoff,
         call_deadline=opts.rpc_call_deadline,
+        use_slave_for=opts.use_slave_for,
     )
     with _lock:
         _default = client

@@ -87,6 +87,22 @@ DBWORKER_OPTS = [
         help="Address the metrics are served on: the loopback by default; an address other hosts "
         "reach exposes call counts and latencies to them.",
     ),
+    cfg.FloatOpt(
+        "replica_max_lag",
+        default=10.0,
+        min=0,
+        help="Seconds the read replica ([database] slave_connection) may be behind the primary "
+        "for a read whose caller opted in (context key 'use_slave') to run there; further behind, "
+        "unreachable or not a standby, such reads run on the primary. Measured as a bound (see "
+        "the README), checked every replica_check_interval seconds.",
+    ),
+    cfg.FloatOpt(
+        "replica_check_interval",
+        default=1.0,
+        min=0.1,
+        help="Seconds between two checks of the read replica's lag by each worker process. "
+        "Keep it well under replica_max_lag: the bound grows by the time since the last check.",
+    ),
     cfg.StrOpt("volume_name_template", default="volume-%s", help="Template for a volume's 'name'."),
     cfg.StrOpt("snapshot_name_template", default="snapshot-%s", help="Template for a snapshot's 'name'."),
     cfg.BoolOpt(
@@ -165,6 +181,15 @@ CLIENT_OPTS = [
         help="Seconds a dbworker.client call may take in all, retries and pauses included: an "
         "attempt waits at most the time left, and no retry starts with less than a second (or "
         "rpc_timeout, if shorter) left; the caller then gets the last attempt's error.",
+    ),
+    cfg.ListOpt(
+        "use_slave_for",
+        default=[],
+        help="Read functions this caller sends with context key 'use_slave' set: it accepts "
+        "their replies from the workers' read replica, up to their replica_max_lag seconds "
+        "behind its own writes. Naming a write function (always run on the primary) or no "
+        "function is an error. Empty: every read runs on the primary, unless a call's context says "
+        "use_slave itself.",
     ),
 ]
 

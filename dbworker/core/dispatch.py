@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy.exc
 from oslo_db import exception as db_exc
@@ -29,7 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dbworker import __version__, exception
 from dbworker.core.context import RequestContext
+from dbworker.core.hooks import CallObserver, CallRecord, DeadlinePassed, NotRun
 from dbworker.core.registry import Handler, Registry
+from dbworker.core.replica import Database, Replica, ReplicaState
 from dbworker.core.serialize import View, to_primitive
 from dbworker.core.settings import DEFAULT_SETTINGS, Settings
 from dbworker.protocol.wire import Primitive
@@ -46,56 +48,6 @@ class _Retry(Exception):
         self.final = final
 
 
-class NotRun(Exception):
-    """The call was not run and wrote nothing (a record's first step, or a passed deadline). Logged
-    at :attr:`log_level` with its message and counted under :attr:`counter`; not a
-    CinderException, it never reaches the wire: the edge decides the reply."""
-
-    counter = "calls_not_run"
-    log_level = logging.WARNING
-
-
-class DeadlinePassed(NotRun):
-    """The call's deadline had passed when a thread took it: nothing ran (its caller is gone)."""
-
-    counter = "calls_expired"
-
-    def __init__(self, late: float) -> None:
-        super().__init__(f"taken {late:.3f}s after its deadline; not run, no reply sent")
-        self.late = late
-
-
-class CallRecord(Protocol):
-    """A write call's record in its own transaction (implemented by :mod:`dbworker.edge.delivery`)."""
-
-    def begin(self, tx: Session | Connection, name: str) -> None:
-        """The first statement of the call's transaction. Raises :class:`NotRun` to stop the call."""
-
-    def keep(
-        self, tx: Session | Connection, reply: Primitive, error: exception.CinderException | None
-    ) -> None:
-        """The last statement before the commit: the call's outcome (its reply, or its typed error)."""
-
-    @property
-    def keeps_outcome(self) -> bool:
-        """Whether a typed error that rolled the call back is kept (in a transaction of its own)."""
-
-
-class CallObserver(Protocol):
-    """Told of every call the dispatcher runs (the daemon's metrics, :mod:`dbworker.daemon.metrics`).
-    Its methods run on the call's thread and must not raise."""
-
-    def started(self, name: str) -> None:
-        """Call ``name`` was taken and is about to run (or be refused)."""
-
-    def finished(self, name: str, outcome: str, seconds: float) -> None:
-        """Call ``name`` ended with ``outcome`` (``ok``, or its error's class name) after ``seconds``."""
-
-    def counted(self, key: str) -> None:
-        """An event of the dispatcher's :attr:`Dispatcher.counters` happened (``retries``,
-        ``calls_expired``, a :class:`NotRun`'s counter...)."""
-
-
 class Dispatcher:
     """Runs registered handlers, each call in exactly one transaction.
 
@@ -108,6 +60,12 @@ class Dispatcher:
         max_deadlock_retries: re-runs after a deadlock or a lost connection.
         host: reported by ``health``.
         observer: told of each call and counted event (:class:`CallObserver`), if given.
+        replica: the read replica, if any: a read call that opts in (``call(use_replica=True)``)
+            runs there while :meth:`Replica.usable`, else on the primary (counted
+            ``replica_fallbacks_lagging`` or ``replica_fallbacks_down``; served there:
+            ``replica_calls``); a read that fails there for its database runs again on the
+            primary (``replica_fallbacks_failed``, or ``_down``: a lost connection marks the
+            replica down). Every write call, its reads included, runs on the primary.
     """
 
     def __init__(
@@ -120,12 +78,15 @@ class Dispatcher:
         retry_interval: float = 0.05,
         host: str = "localhost",
         observer: CallObserver | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.registry = registry
         self.observer = observer
+        self.replica = replica
         self.sessions = sessions
         self.settings = settings = DEFAULT_SETTINGS if settings is None else settings
         self._engine: Engine = sessions.kw["bind"]
+        self._primary = Database(self._engine, sessions)
         self._driver_error: type[Exception] = self._engine.dialect.loaded_dbapi.Error
         self._view = View(
             volume_name_template=settings.volume_name_template,
@@ -145,12 +106,14 @@ class Dispatcher:
         *,
         record: CallRecord | None = None,
         deadline: float | None = None,
+        use_replica: bool = False,
     ) -> Primitive:
         """Run handler ``name`` for ``ctx`` with ``kwargs`` and return its JSON-safe reply.
 
         ``record``, for a write call, is begun and kept in its transaction (see the module
         docstring). ``deadline`` (seconds since the epoch, ``time.time()``'s clock): past it, the
-        call is not started.
+        call is not started. ``use_replica``: the caller accepts a reply from the read replica
+        (a read call only; see the class).
 
         Raises:
             KeyError: no handler is registered under ``name`` (the RPC layer answers NoSuchMethod).
@@ -167,6 +130,8 @@ class Dispatcher:
         try:
             if deadline is not None and (late := time.time() - deadline) > 0:
                 raise DeadlinePassed(late)
+            if use_replica and not handler.writes and self.replica is not None:
+                return self._read_on_replica(handler, ctx, kwargs, self.replica)
             return self._call(handler, ctx, kwargs, record if handler.writes else None)
         except NotRun as err:
             outcome = type(err).__name__
@@ -188,7 +153,9 @@ class Dispatcher:
             LOG.info("%s %.1fms %s", name, elapsed * 1000, outcome)
 
     def health(self) -> dict[str, Primitive]:
-        """Return ``{"status", "version", "host", "database"}``; never raises."""
+        """Return ``{"status", "version", "host", "database"}``, and with a read replica
+        ``"replica": {"state": "ok"|"lagging"|"down", "lag_seconds": float|null}`` (checked now;
+        the status is the primary's: reads go there while the replica is unfit); never raises."""
         database = "unreachable"
         for _attempt in range(2):  # a pooled connection found dead is discarded: try a fresh one
             try:
@@ -198,26 +165,62 @@ class Dispatcher:
                 break
             except Exception as err:
                 LOG.warning("health: database check failed: %s", type(err).__name__)
-        return {
+        reply: dict[str, Primitive] = {
             "status": "ok" if database == "ok" else "degraded",
             "version": __version__,
             "host": self.host,
             "database": database,
         }
+        if self.replica is not None:
+            state, lag = self.replica.check(), self.replica.lag()
+            reply["replica"] = {"state": state.value, "lag_seconds": None if lag is None else round(lag, 3)}
+        return reply
 
     @property
     def engine(self) -> Engine:
         """The engine every call's transaction is opened on."""
         return self._engine
 
-    def _call(
-        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], record: CallRecord | None
+    def _read_on_replica(
+        self, handler: Handler, ctx: RequestContext, kwargs: Mapping[str, Any], replica: Replica
     ) -> Primitive:
+        """Run a read call on ``replica`` if it is usable, else (or if the read fails there for its
+        database) on the primary."""
+        if not replica.usable():
+            self._count(_fallback(replica))
+            return self._call(handler, ctx, kwargs, None)
         bound = handler.admit(ctx, kwargs, self.settings)
+        try:
+            reply = self._run_once(handler, ctx, bound, self._view, None, replica.database)
+        except (_Retry, exception.DBError) as err:
+            final = err.final if isinstance(err, _Retry) else err
+            if isinstance(final, exception.DBUnavailable):
+                replica.mark_down(f"{handler.name}: connection lost")
+            self._count(
+                _fallback(replica) if replica.state is ReplicaState.DOWN else "replica_fallbacks_failed"
+            )
+            LOG.warning(
+                "%s: %s on the read replica; running it on the primary", handler.name, type(final).__name__
+            )
+            return self._call(handler, ctx, kwargs, None, bound=bound)
+        self._count("replica_calls")
+        return reply
+
+    def _call(
+        self,
+        handler: Handler,
+        ctx: RequestContext,
+        kwargs: Mapping[str, Any],
+        record: CallRecord | None,
+        *,
+        bound: dict[str, Any] | None = None,
+    ) -> Primitive:
+        if bound is None:
+            bound = handler.admit(ctx, kwargs, self.settings)
         view = self._view
         for attempt in range(self.max_deadlock_retries + 1):
             try:
-                return self._run_once(handler, ctx, bound, view, record)
+                return self._run_once(handler, ctx, bound, view, record, self._primary)
             except exception.CinderException as err:
                 # An expected error rolled the call back (one raised after its writes committed,
                 # commit_first, was kept in the call's own transaction).
@@ -245,6 +248,7 @@ class Dispatcher:
         kwargs: dict[str, Any],
         view: View,
         record: CallRecord | None,
+        database: Database,
     ) -> Primitive:
         deferred: exception.CinderException | None = None
         failed: Exception | None = None
@@ -253,8 +257,8 @@ class Dispatcher:
         try:
             try:
                 tx = begin_call(
-                    self._engine,
-                    self.sessions,
+                    database.engine,
+                    database.sessions,
                     core=handler.core,
                     writes=handler.writes,
                     single_statement=handler.single_statement,
@@ -357,6 +361,12 @@ class Dispatcher:
             self.counters[key] += 1
         if self.observer is not None:
             self.observer.counted(key)
+
+
+def _fallback(replica: Replica) -> str:
+    """The counter of a read the replica could not take: ``replica_fallbacks_down`` or
+    ``replica_fallbacks_lagging`` (lagging, not yet measured, or its last check too old)."""
+    return "replica_fallbacks_down" if replica.state is ReplicaState.DOWN else "replica_fallbacks_lagging"
 
 
 def _close(tx: Session | Connection, handler: Handler) -> None:

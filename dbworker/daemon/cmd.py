@@ -16,7 +16,7 @@ import sys  # noqa: E402
 
 from oslo_config import cfg  # noqa: E402
 
-from dbworker.daemon import metrics, worker  # noqa: E402
+from dbworker.daemon import metrics, startup, worker  # noqa: E402
 from dbworker.daemon.masking import mask  # noqa: E402
 
 
@@ -28,10 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     conf = cfg.CONF  # oslo.messaging registers its tracing options only on the global CONF
     try:
         worker.configure(conf, sys.argv[1:] if argv is None else argv)
-        worker.check_startup(conf)
+        startup.check_startup(conf)
         metrics.serve(conf)
         failure = None
-    except (worker.StartupError, metrics.MetricsError) as err:
+    except (startup.StartupError, metrics.MetricsError) as err:
         failure = mask(str(err))
     if failure is not None:
         worker.LOG.error("Not starting: %s", failure)

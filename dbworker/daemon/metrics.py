@@ -15,13 +15,18 @@ error's class name: a typed error, ``DeadlinePassed``, ``Redelivered``, ``KeyTak
 ``dbworker_deliveries_held`` (received, unacked, waiting for a thread),
 ``dbworker_db_pool_connections`` (label ``state``: ``checked_out``, ``overflow``). Counted:
 ``dbworker_redeliveries_dropped_total``, ``dbworker_calls_expired_total``,
-``dbworker_calls_answered_from_record_total``, ``dbworker_db_retries_total``.
+``dbworker_calls_answered_from_record_total``, ``dbworker_db_retries_total``. With a read replica:
+``dbworker_replica_calls_total`` (reads it served), ``dbworker_replica_fallbacks_total`` (label
+``reason``: ``lagging``, ``down``, ``failed``: opted-in reads run on the primary),
+``dbworker_replica_lag_seconds`` (the largest bound among the live workers; ``+Inf`` when down) and
+``dbworker_replica_usable`` (0 when any live worker sends opted-in reads to the primary).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import re
 import shutil
@@ -45,6 +50,8 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
+from dbworker.core.replica import Replica
+
 LOG = logging.getLogger(__name__)
 
 #: Seconds between two readings of a worker's threads, held deliveries and pool.
@@ -64,6 +71,13 @@ EVENTS = {
         "Write calls whose idempotency key was kept: answered with the recorded outcome, not run again.",
     ),
     "retries": ("dbworker_db_retries", "Calls re-run after a deadlock or a lost database connection."),
+    "replica_calls": ("dbworker_replica_calls", "Read calls served by the read replica."),
+}
+#: The dispatcher's counted reads that opted in to the replica and ran on the primary, by reason.
+FALLBACKS = {
+    "replica_fallbacks_lagging": "lagging",
+    "replica_fallbacks_down": "down",
+    "replica_fallbacks_failed": "failed",
 }
 
 
@@ -141,7 +155,7 @@ def _alive(pid: int) -> bool:
 
 
 class WorkerMetrics:
-    """One worker process's metrics: the dispatcher's :class:`~dbworker.core.dispatch.CallObserver`,
+    """One worker process's metrics: the dispatcher's :class:`~dbworker.core.hooks.CallObserver`,
     and a thread sampling the server's threads and held deliveries and the engine's pool.
 
     ``registry``: where the metrics are registered (tests read it); in the daemon the values are
@@ -172,6 +186,27 @@ class WorkerMetrics:
             registry=registry,
         )
         self._events = {key: Counter(name, text, registry=registry) for key, (name, text) in EVENTS.items()}
+        fallbacks = Counter(
+            "dbworker_replica_fallbacks",
+            "Reads that opted in to the read replica and ran on the primary, by reason: lagging "
+            "(beyond replica_max_lag, or not yet measured), down, or failed (a database error there).",
+            ["reason"],
+            registry=registry,
+        )
+        self._events.update({key: fallbacks.labels(reason) for key, reason in FALLBACKS.items()})
+        self._replica_lag = Gauge(
+            "dbworker_replica_lag_seconds",
+            "The most any worker bounds the read replica's lag at (+Inf: down or not yet measured).",
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self._replica_usable = Gauge(
+            "dbworker_replica_usable",
+            "1 when every worker sends opted-in reads to the read replica, 0 when one sends them to "
+            "the primary.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
         self._threads = Gauge(
             "dbworker_executor_threads",
             "A worker's executor threads: busy (a call accepted, not yet answered) or free.",
@@ -225,20 +260,33 @@ class WorkerMetrics:
         return children
 
     # --- the sampler ------------------------------------------------------------------------------
-    def watch(self, load: Callable[[], tuple[int, int]], threads: int, engine: Engine) -> None:
-        """Sample ``load()`` (busy threads, held deliveries) of ``threads`` and ``engine``'s pool
-        now and then every :data:`SAMPLE_SECONDS`, on a daemon thread, until :meth:`stop`."""
-        self.sample(load, threads, engine)
+    def watch(
+        self,
+        load: Callable[[], tuple[int, int]],
+        threads: int,
+        engine: Engine,
+        replica: Replica | None = None,
+    ) -> None:
+        """Sample ``load()`` (busy threads, held deliveries) of ``threads``, ``engine``'s pool and
+        the ``replica``'s state now and then every :data:`SAMPLE_SECONDS`, on a daemon thread,
+        until :meth:`stop`."""
+        self.sample(load, threads, engine, replica)
 
         def run() -> None:
             while not self._stop.wait(SAMPLE_SECONDS):
-                self.sample(load, threads, engine)
+                self.sample(load, threads, engine, replica)
 
         self._sampler = threading.Thread(target=run, name="dbworker-metrics-sampler", daemon=True)
         self._sampler.start()
 
-    def sample(self, load: Callable[[], tuple[int, int]], threads: int, engine: Engine) -> None:
-        """Read the worker's threads, held deliveries and pool once into the gauges."""
+    def sample(
+        self,
+        load: Callable[[], tuple[int, int]],
+        threads: int,
+        engine: Engine,
+        replica: Replica | None = None,
+    ) -> None:
+        """Read the worker's threads, held deliveries, pool and replica once into the gauges."""
         busy, held = load()
         self._threads.labels("busy").set(busy)
         self._threads.labels("free").set(max(0, threads - busy))
@@ -247,6 +295,10 @@ class WorkerMetrics:
         if isinstance(pool, QueuePool):  # SQLite's pools keep no such counts
             self._pool.labels("checked_out").set(pool.checkedout())
             self._pool.labels("overflow").set(max(0, pool.overflow()))
+        if replica is not None:
+            lag = replica.lag()
+            self._replica_lag.set(math.inf if lag is None else lag)
+            self._replica_usable.set(1 if replica.usable() else 0)
 
     def stop(self) -> None:
         """Stop the sampler thread."""

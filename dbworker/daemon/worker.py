@@ -1,9 +1,11 @@
-"""The worker daemon's process model: configuration, startup checks, and the service each worker runs.
+"""The worker daemon's process model: configuration, and the service each worker runs.
 
-``dbworker.daemon.cmd.main`` parses the configuration, runs :func:`check_startup` in the master process
-(before any fork), then hands a :class:`WorkerService` to oslo.service's launcher, which forks
-``[dbworker] workers`` processes (cotyledon, threading backend). Each worker process builds its own
-engine, dispatcher, transport and bounded RPC server in :meth:`WorkerService.start`.
+``dbworker.daemon.cmd.main`` parses the configuration, runs the startup checks
+(:mod:`dbworker.daemon.startup`) in the master process (before any fork), then hands a
+:class:`WorkerService` to oslo.service's launcher, which forks ``[dbworker] workers`` processes
+(cotyledon, threading backend). Each worker process builds its own engines
+(:mod:`dbworker.daemon.engines`), dispatcher, transport and bounded RPC server in
+:meth:`WorkerService.start`.
 
 Per worker process (README, "Sizing the pools"): ``T = [DEFAULT] executor_thread_pool_size``
 (default 8) threads, ``[database] max_pool_size = T + 2`` unless set (plus ``max_overflow``), and
@@ -13,7 +15,8 @@ the broker. A deployment opens at most ``workers x (max_pool_size + max_overflow
 connections; the startup check warns when one host alone exceeds ``max_connections``.
 
 Each worker process also runs a thread that deletes old ``rpc_calls`` delivery records
-(:class:`dbworker.edge.delivery.RecordTrimmer`).
+(:class:`dbworker.edge.delivery.RecordTrimmer`) and, with a read replica, one that checks its lag
+(:class:`dbworker.core.replica.ReplicaMonitor`).
 
 Signals (cotyledon): SIGTERM makes each worker stop taking calls, answer the running ones
 (:meth:`WorkerService.stop`) and exit, within ``[DEFAULT] graceful_shutdown_timeout``. SIGHUP
@@ -31,7 +34,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -41,25 +43,23 @@ from oslo_log import log as oslo_log
 from oslo_messaging import opts as messaging_opts
 from oslo_service import service as oslo_service
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from dbworker import __version__, options
 from dbworker.core import logcontext
 from dbworker.core.dispatch import Dispatcher
+from dbworker.core.replica import ReplicaMonitor
 from dbworker.core.settings import Settings
 from dbworker.daemon import masking, metrics
+from dbworker.daemon.engines import build_engine, build_replica, pool_size, workers
 from dbworker.daemon.masking import mask
+from dbworker.daemon.startup import StartupError
 from dbworker.edge import flow_control, inflate, rpc
 from dbworker.edge.delivery import RecordTrimmer
 from dbworker.handlers import build_registry
-from dbworker.session import make_engine, make_sessionmaker
+from dbworker.session import make_sessionmaker
 
 LOG = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The worker cannot start; the message says why and what to do."""
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -115,142 +115,10 @@ def _validate(conf: cfg.ConfigOpts) -> None:
     oslo_messaging.TransportURL.parse(conf)
 
 
-def workers(conf: cfg.ConfigOpts) -> int:
-    """Return the number of worker processes: ``[dbworker] workers``, default the CPU count."""
-    return conf.dbworker.workers or os.cpu_count() or 1
-
-
-def pool_size(conf: cfg.ConfigOpts) -> int:
-    """Return each worker's ``max_pool_size``: as configured, else threads + 2."""
-    location = conf.get_location("max_pool_size", "database")
-    if location is not None and location.location not in (
-        cfg.Locations.opt_default,
-        cfg.Locations.set_default,
-    ):
-        return conf.database.max_pool_size
-    return conf.executor_thread_pool_size + options.POOL_HEADROOM
-
-
-def build_engine(conf: cfg.ConfigOpts, *, max_pool_size: int | None = None) -> Engine:
-    """Return an engine for ``[database] connection`` with the configured pool."""
-    db = conf.database
-    return make_engine(
-        db.connection,
-        max_pool_size=max_pool_size or pool_size(conf),
-        max_overflow=db.max_overflow,
-        pool_timeout=db.pool_timeout,
-        connection_recycle_time=db.connection_recycle_time,
-        connection_parameters=db.connection_parameters,
-    )
-
-
 def settings(conf: cfg.ConfigOpts) -> Settings:
     """Return the ``[dbworker]`` values handlers read: every field of :class:`Settings` from the
     option of the same name."""
     return Settings(**{field.name: conf.dbworker[field.name] for field in dataclasses.fields(Settings)})
-
-
-# --- startup checks (master process, before forking) ----------------------------------------------
-def check_startup(conf: cfg.ConfigOpts) -> None:
-    """Refuse to start on an unreachable or outdated database or an unreachable broker.
-
-    Raises:
-        StartupError: with a message naming the problem and the fix.
-    """
-    _check_database(conf)
-    _check_broker(conf)
-
-
-def _check_database(conf: cfg.ConfigOpts) -> None:
-    from dbworker import schema
-
-    shown = make_url(conf.database.connection).render_as_string(hide_password=True)
-    try:
-        engine = build_engine(conf, max_pool_size=1)
-    except Exception as err:
-        raise StartupError(f"Invalid [database] connection {shown}: {mask(str(err))}") from None
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        current, head = schema.current(engine), schema.head()
-        _warn_connection_budget(conf, engine)
-    except Exception as err:
-        raise StartupError(f"The database {shown} is unreachable: {_reason(err)}") from None
-    finally:
-        engine.dispose()
-    if current != head:
-        state = f"at revision {current}" if current else "not initialised"
-        config_files = " ".join(f"--config-file {path}" for path in conf.config_file) or "..."
-        raise StartupError(
-            f"The database {shown} is {state}; this dbworker needs revision {head}. "
-            f"Run `dbworker-manage {config_files} db sync` first."
-        )
-
-
-def _reason(err: BaseException) -> str:
-    cause = getattr(err, "orig", None) or getattr(err, "inner_exception", None) or err
-    return mask(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
-
-
-def _warn_connection_budget(conf: cfg.ConfigOpts, engine: Engine) -> None:
-    query = {"postgresql": "SHOW max_connections", "mysql": "SELECT @@max_connections"}
-    sql = query.get(engine.dialect.name)
-    if sql is None:
-        return
-    with engine.connect() as conn:
-        limit = int(conn.execute(text(sql)).scalar() or 0)
-    wanted = workers(conf) * (pool_size(conf) + conf.database.max_overflow)
-    if limit and wanted > limit:
-        LOG.warning(
-            "%d workers x (max_pool_size %d + max_overflow %d) = %d database connections on this "
-            "host alone, but the database allows %d: lower [dbworker] workers or "
-            "[DEFAULT] executor_thread_pool_size",
-            workers(conf),
-            pool_size(conf),
-            conf.database.max_overflow,
-            wanted,
-            limit,
-        )
-
-
-def _check_broker(conf: cfg.ConfigOpts) -> None:
-    """Connect to one of the broker's hosts, retrying with backoff for broker_connect_timeout."""
-    url = oslo_messaging.TransportURL.parse(conf)
-    if url.transport not in ("rabbit", "kombu+rabbit", "amqp") or not url.hosts:
-        return
-    import kombu
-
-    deadline = time.monotonic() + conf.dbworker.broker_connect_timeout
-    delay = 0.5
-    while True:
-        errors = []
-        for host in url.hosts:
-            connection = kombu.Connection(
-                hostname=host.hostname,
-                port=host.port or 5672,
-                userid=host.username,
-                password=host.password,
-                virtual_host=url.virtual_host or "/",
-                ssl=conf.oslo_messaging_rabbit.ssl,
-                connect_timeout=min(5.0, max(1.0, deadline - time.monotonic())),
-            )
-            try:
-                connection.connect()
-                return
-            except Exception as err:
-                errors.append(f"{host.hostname}:{host.port or 5672}: {mask(str(err)) or type(err).__name__}")
-            finally:
-                with contextlib.suppress(Exception):
-                    connection.release()
-        if time.monotonic() + delay > deadline:
-            raise StartupError(
-                "The message broker is unreachable after "
-                f"{conf.dbworker.broker_connect_timeout}s ([dbworker] broker_connect_timeout): "
-                + "; ".join(errors)
-            )
-        LOG.warning("The message broker is unreachable (%s), retrying in %.1fs", "; ".join(errors), delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 10.0)
 
 
 # --- the service each worker process runs ---------------------------------------------------------
@@ -299,6 +167,7 @@ class WorkerService(oslo_service.ServiceBase):
         self._server: flow_control.BoundedRPCServer | None = None
         self._trimmer: RecordTrimmer | None = None
         self._metrics: metrics.WorkerMetrics | None = None
+        self._monitor: ReplicaMonitor | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -306,6 +175,10 @@ class WorkerService(oslo_service.ServiceBase):
         conf = self.conf
         threads = conf.executor_thread_pool_size
         self._engine = build_engine(conf)
+        replica = build_replica(conf, self._engine)
+        if replica is not None:
+            self._monitor = ReplicaMonitor(replica, interval=conf.dbworker.replica_check_interval)
+            self._monitor.start()
         self._metrics = metrics.WorkerMetrics() if conf.dbworker.metrics_port else None
         dispatcher = Dispatcher(
             build_registry(),
@@ -314,6 +187,7 @@ class WorkerService(oslo_service.ServiceBase):
             max_deadlock_retries=conf.dbworker.max_deadlock_retries,
             host=conf.host,
             observer=self._metrics,
+            replica=replica,
         )
         inflate.install()  # before any message arrives: kombu inflates bodies without a limit
         self._transport = rpc.get_transport(conf)
@@ -328,7 +202,7 @@ class WorkerService(oslo_service.ServiceBase):
         )
         self._server.start()
         if self._metrics is not None:
-            self._metrics.watch(self._server.load, threads, self._engine)
+            self._metrics.watch(self._server.load, threads, self._engine, replica)
         self._trimmer = RecordTrimmer(
             self._engine,
             age=timedelta(seconds=conf.dbworker.delivery_record_age),
@@ -357,6 +231,9 @@ class WorkerService(oslo_service.ServiceBase):
             self._trimmer.stop()
         if self._metrics is not None:
             self._metrics.stop()
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor.replica.database.engine.dispose()
         if self._transport is not None:
             self._transport.cleanup()
         if self._engine is not None:

@@ -13,7 +13,7 @@ then have committed already. And a caller that timed out cannot tell whether its
   does not start a call whose deadline (plus the clock-skew allowance) has passed: nothing runs,
   and no reply is sent.
 * A write call's record is the first statement of its transaction (the dispatcher's
-  :class:`~dbworker.core.dispatch.CallRecord`), a row of ``rpc_calls`` that commits or rolls back
+  :class:`~dbworker.core.hooks.CallRecord`), a row of ``rpc_calls`` that commits or rolls back
   with the call's writes. With a key, :class:`KeyRecord` inserts the key and the digest of the
   call (function, arguments, caller), and keeps the call's outcome, its JSON reply or its typed
   error, in the same row: a call with a key already kept is not run again, and is answered with
@@ -51,10 +51,10 @@ from sqlalchemy.orm import Session
 
 from dbworker import exception
 from dbworker.core.context import RequestContext
-from dbworker.core.dispatch import NotRun
+from dbworker.core.hooks import NotRun
 from dbworker.core.records import PreparedWrite
 from dbworker.models import RpcCall, utcnow
-from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY
+from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY, USE_SLAVE_KEY
 from dbworker.protocol.wire import Primitive
 
 LOG = logging.getLogger(__name__)
@@ -214,21 +214,29 @@ def _rebuild_error(name: str, message: str, kwargs: dict[str, Any]) -> exception
 
 @dataclass(frozen=True)
 class CallTerms:
-    """A call's deadline and idempotency key, from its RPC context (``deadline``,
-    ``idempotency_key``; absent: None)."""
+    """A call's deadline, idempotency key and replica consent, from its RPC context
+    (``deadline``, ``idempotency_key``: absent, None; ``use_slave``: absent, False)."""
 
     deadline: float | None = None
     key: str | None = None
+    use_replica: bool = False
 
     @classmethod
     def from_context(cls, ctxt: Mapping[str, Any]) -> CallTerms:
         """Read the terms from the RPC context dict.
 
         Raises:
-            InvalidInput: ``deadline`` is not a finite number, or ``idempotency_key`` is not a
-                string of 1 to :data:`MAX_KEY` printable ASCII characters.
+            InvalidInput: ``deadline`` is not a finite number, ``idempotency_key`` is not a
+                string of 1 to :data:`MAX_KEY` printable ASCII characters, or ``use_slave`` is
+                not a boolean.
         """
-        deadline, key = ctxt.get(DEADLINE_KEY), ctxt.get(IDEMPOTENCY_KEY)
+        deadline, key, use_replica = (
+            ctxt.get(DEADLINE_KEY),
+            ctxt.get(IDEMPOTENCY_KEY),
+            ctxt.get(USE_SLAVE_KEY),
+        )
+        if use_replica is not None and not isinstance(use_replica, bool):
+            raise exception.InvalidInput(reason="context use_slave must be true or false")
         if deadline is not None:
             if (
                 isinstance(deadline, bool)
@@ -243,7 +251,7 @@ class CallTerms:
             raise exception.InvalidInput(
                 reason=f"context idempotency_key must be 1 to {MAX_KEY} printable ASCII characters"
             )
-        return cls(deadline, key)
+        return cls(deadline, key, bool(use_replica))
 
     def record(
         self, name: str, ctx: RequestContext, kwargs: Mapping[str, Any], delivery: Delivery | None

@@ -17,7 +17,8 @@ from oslo_config import cfg
 
 from dbworker import exception
 from dbworker.core.context import RequestContext
-from dbworker.core.dispatch import Dispatcher, NotRun
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.hooks import NotRun
 from dbworker.core.logcontext import call_scope
 from dbworker.edge.delivery import CallTerms, KeyTaken, current_delivery
 from dbworker.edge.flow_control import BoundedRPCServer
@@ -34,7 +35,7 @@ class DBWorkerEndpoint:
     ``deadline_allowance`` seconds after its ``deadline`` is not run and gets no reply; a write
     call is recorded by its ``idempotency_key`` (a kept key is answered with its recorded outcome,
     not run again) or else by its message's id (a redelivery of a committed write is not run and
-    gets no reply).
+    gets no reply). A read call whose context says ``use_slave`` may run on the read replica.
     """
 
     target = oslo_messaging.Target(version=API_VERSION)
@@ -58,7 +59,9 @@ class DBWorkerEndpoint:
             record = terms.record(name, ctx, kwargs, delivery)
             with call_scope(ctx):
                 try:
-                    return self._dispatcher.call(name, ctx, kwargs, record=record, deadline=deadline)
+                    return self._dispatcher.call(
+                        name, ctx, kwargs, record=record, deadline=deadline, use_replica=terms.use_replica
+                    )
                 except KeyTaken as taken:
                     return taken.record.answer(self._dispatcher.engine)
         except NotRun:  # not run, and no reply: the caller is gone, or had the first reply

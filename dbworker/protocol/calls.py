@@ -31,6 +31,7 @@ CONTEXT_KEYS = (
     "request_id",
     "global_request_id",
     "remote_address",
+    "use_slave",
 )
 
 #: The context keys the client adds to each attempt of a call (never copied from the caller's
@@ -40,6 +41,10 @@ CONTEXT_KEYS = (
 #: one call, so the worker runs the call at most once.
 DEADLINE_KEY = "deadline"
 IDEMPOTENCY_KEY = "idempotency_key"
+#: The context key by which a caller accepts a read call's reply from the workers' read replica
+#: (``true``; the caller's own context may carry it, or the client adds it for the functions of
+#: ``[dbworker] use_slave_for``). Ignored for a write call, which always runs on the primary.
+USE_SLAVE_KEY = "use_slave"
 
 
 def context_dict(context: Any) -> dict[str, Any]:

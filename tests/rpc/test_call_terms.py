@@ -24,7 +24,8 @@ from raw_peer import RawPeer
 
 from dbworker import client, exception
 from dbworker.core.context import RequestContext, admin_context
-from dbworker.core.dispatch import DeadlinePassed, Dispatcher
+from dbworker.core.dispatch import Dispatcher
+from dbworker.core.hooks import DeadlinePassed
 from dbworker.core.registry import Auth, Registry, handler
 from dbworker.edge import rpc
 from dbworker.edge.delivery import KEY_PREFIX, MAX_KEY, CallTerms, KeyTaken, trim_delivery_records
@@ -175,6 +176,8 @@ def test_a_call_past_its_deadline_is_not_run_counted_and_logged(dispatcher, db, 
         ),
         ({"deadline": 1796000000}, CallTerms(1796000000.0)),
         ({"deadline": None, "idempotency_key": None}, CallTerms()),
+        ({"use_slave": True}, CallTerms(use_replica=True)),
+        ({"use_slave": False, "deadline": None}, CallTerms()),
     ],
 )
 def test_the_terms_are_read_from_the_context(ctxt, terms):
@@ -194,6 +197,8 @@ def test_the_terms_are_read_from_the_context(ctxt, terms):
         {"idempotency_key": 42},
         {"idempotency_key": "é"},
         {"idempotency_key": "a\x00b"},
+        {"use_slave": "yes"},
+        {"use_slave": 1},
     ],
 )
 def test_a_malformed_term_is_refused_as_invalid_input(ctxt):

@@ -174,6 +174,27 @@ def test_the_callers_context_is_copied_for_each_attempt_never_changed(make):
     assert {k: v for k, v in first.items() if k not in (DEADLINE_KEY, IDEMPOTENCY_KEY)} == CTX
 
 
+def test_the_reads_of_use_slave_for_carry_use_slave_and_nothing_else_does(make):
+    api, rpc = make([None, None, {"id": "v1"}], use_slave_for=["volume_get_all", "volume_get"])
+    api.volume_get(CTX, "v1")
+    api.volume_get_all(CTX)
+    api.volume_create(CTX, {"size": 1})
+    assert [attempt.ctxt.get("use_slave") for attempt in rpc.attempts] == [True, True, None]
+    assert "use_slave" not in CTX
+
+
+def test_a_callers_own_use_slave_is_sent_as_it_is(make):
+    api, rpc = make([None])
+    api.volume_get({**CTX, "use_slave": True}, "v1")
+    assert rpc.attempts[0].ctxt["use_slave"] is True
+
+
+@pytest.mark.parametrize(("name", "why"), [("volume_create", "writes"), ("volume_gett", "is no function")])
+def test_use_slave_for_refuses_a_write_or_no_function(transport, name, why):
+    with pytest.raises(ValueError, match=f"use_slave_for: {name} {why}"):
+        client.Client(transport, use_slave_for=[name])
+
+
 # --- when a call is sent again -------------------------------------------------------------------
 @pytest.mark.parametrize("failure", [TIMEOUT, exception.DBUnavailable()], ids=["timeout", "db-unavailable"])
 def test_retries_stop_after_the_configured_number_and_the_last_error_is_raised(make, failure):
@@ -300,6 +321,7 @@ def test_the_clients_keywords_default_to_the_options_defaults():
             "rpc_retries": params["retries"].default,
             "rpc_retry_backoff": params["retry_backoff"].default,
             "rpc_call_deadline": params["call_deadline"].default,
+            "use_slave_for": list(params["use_slave_for"].default),
         }
         == defaults
         == {
@@ -308,6 +330,7 @@ def test_the_clients_keywords_default_to_the_options_defaults():
             "rpc_retries": 3,
             "rpc_retry_backoff": 0.5,
             "rpc_call_deadline": 180,
+            "use_slave_for": [],
         }
     )
 

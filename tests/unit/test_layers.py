@@ -117,6 +117,7 @@ MESSAGING_MODULES = {
     "dbworker.edge.rpc",
     "dbworker.edge.flow_control",
     "dbworker.daemon.worker",
+    "dbworker.daemon.startup",
     "dbworker.client",
     "dbworker.protocol.calls",
     "dbworker.tools.manage",

@@ -11,7 +11,8 @@ from sqlalchemy.pool import QueuePool
 from dbworker import exception, schema
 from dbworker.api import LocalAPI
 from dbworker.core.context import admin_context
-from dbworker.daemon.metrics import EVENTS, WorkerMetrics
+from dbworker.core.replica import Replica
+from dbworker.daemon.metrics import EVENTS, FALLBACKS, WorkerMetrics
 from dbworker.tools.metrics_report import summary
 
 
@@ -73,6 +74,28 @@ def test_the_sampler_reads_threads_held_deliveries_and_the_pool(metrics):
     metrics.sample(lambda: (0, 0), 8, engine)
     assert value(metrics, "dbworker_db_pool_connections", state="checked_out") == 0
     assert value(metrics, "dbworker_executor_threads", state="free") == 8
+
+
+@pytest.mark.parametrize("reason", ["lagging", "down", "failed"])
+def test_each_replica_fallback_is_counted_by_its_reason(metrics, reason):
+    metrics.counted(f"replica_fallbacks_{reason}")
+    assert value(metrics, "dbworker_replica_fallbacks_total", reason=reason) == 1
+    assert sum(value(metrics, "dbworker_replica_fallbacks_total", reason=r) for r in FALLBACKS.values()) == 1
+
+
+def test_the_sampler_reads_the_replicas_lag_bound_and_whether_it_is_used(metrics, monkeypatch):
+    engine = sa.create_engine("sqlite://")
+    replica = Replica.__new__(Replica)  # its state only: the lag bound is measured on a real standby
+    monkeypatch.setattr(replica, "lag", lambda: 0.25, raising=False)
+    monkeypatch.setattr(replica, "usable", lambda: True, raising=False)
+    metrics.sample(lambda: (0, 0), 8, engine, replica)
+    assert value(metrics, "dbworker_replica_lag_seconds") == 0.25
+    assert value(metrics, "dbworker_replica_usable") == 1
+    monkeypatch.setattr(replica, "lag", lambda: None, raising=False)
+    monkeypatch.setattr(replica, "usable", lambda: False, raising=False)
+    metrics.sample(lambda: (0, 0), 8, engine, replica)
+    assert value(metrics, "dbworker_replica_lag_seconds") == float("inf")
+    assert value(metrics, "dbworker_replica_usable") == 0
 
 
 def test_the_operators_summary_shows_each_function_with_its_outcomes_and_latency(metrics):
