@@ -11,6 +11,10 @@ of CPU per call. Groups:
   ``mariadbd``: the whole server, so other users' work counts too (run on a quiet machine);
 * ``client``: this process (the 16 client threads; for the no-broker rows it is also the server).
 
+A row on a private PostgreSQL primary and hot standby (:mod:`dbworker.tools.pg_replica`) reads
+its two servers apart instead: ``database`` is the primary's postmaster tree, ``replica`` the
+standby's.
+
 A tree's root counts the CPU of the children it already reaped (``cutime``/``cstime``), so a
 backend that exits during a row is still counted.
 """
@@ -86,17 +90,28 @@ def this_process() -> Group:
     return lambda: _seconds(me)
 
 
-def groups(server_pid: int | None, database: str, workers: bool = False) -> dict[str, Group]:
+def groups(
+    server_pid: int | None,
+    database: str,
+    workers: bool = False,
+    database_pids: dict[str, int] | None = None,
+) -> dict[str, Group]:
     """The groups read around a row served by ``server_pid`` (None: served in this process) on the
-    ``database`` kind (``postgresql``/``mysql``); ``workers`` adds dbworker's worker group."""
+    ``database`` kind (``postgresql``/``mysql``); ``workers`` adds dbworker's worker group;
+    ``database_pids`` (group name -> postmaster pid) replaces the ``database`` group by those
+    servers' trees."""
     out: dict[str, Group] = {}
     if server_pid is not None:
         out["server"] = tree(server_pid)
         if workers:
             out["worker"] = children(server_pid)
-    for name, found in (("broker", by_name(BROKER_NAMES)), ("database", by_name(DATABASE_NAMES[database]))):
-        if found is not None:
-            out[name] = found
+    found = by_name(BROKER_NAMES)
+    if found is not None:
+        out["broker"] = found
+    if database_pids:
+        out.update({name: tree(pid) for name, pid in database_pids.items()})
+    elif (found := by_name(DATABASE_NAMES[database])) is not None:
+        out["database"] = found
     out["client"] = this_process()
     return out
 

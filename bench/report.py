@@ -11,7 +11,7 @@ from typing import Any
 
 ANALYSIS = Path(__file__).with_name("analysis.md")
 #: CPU groups shown per throughput row (bench.cpu), in this order.
-CPU_GROUPS = ("server", "worker", "broker", "database", "client", "total")
+CPU_GROUPS = ("server", "worker", "broker", "database", "replica", "client", "total")
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -24,7 +24,8 @@ from bench.measure import Call
 @dataclass
 class Row:
     """One throughput row: ``call`` on ``system`` served by process ``server_pid`` (None: in this
-    process) on the ``database`` kind; ``workers`` reads dbworker's worker processes apart."""
+    process) on the ``database`` kind; ``workers`` reads dbworker's worker processes apart;
+    ``database_pids`` names the database servers read apart (see :func:`bench.cpu.groups`)."""
 
     system: str
     op: str
@@ -32,11 +33,12 @@ class Row:
     server_pid: int | None
     database: str = "postgresql"
     workers: bool = False
+    database_pids: dict[str, int] | None = None
 
 
 def measure_row(row: Row, threads: int, seconds: float) -> dict[str, Any]:
     """Run ``row`` for ``seconds`` with ``threads`` client threads; return calls/s and CPU per call."""
-    readers = cpu.groups(row.server_pid, row.database, row.workers)
+    readers = cpu.groups(row.server_pid, row.database, row.workers, row.database_pids)
     before = cpu.snapshot(readers)
     result = measure.throughput(row.call, threads, seconds)
     after = cpu.snapshot(readers)

@@ -212,6 +212,7 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
             )
             ref.server.process.stop()
 
+        sections.replica(bench, res, rpc, rabbit, log)
         log("scale-out: dbworker with 2 worker processes against 1, volume_get, interleaved")
         two, client2 = servers.start_daemon(res, rpc, rabbit, pg_url, 2, "dbworker-2")
         bench.results["startup"]["dbworker-2"] = round(two.first_answer_s, 2)

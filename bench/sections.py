@@ -19,7 +19,9 @@ from bench.config import Settings
 from bench.measure import Call
 from bench.rounds import Row
 from bench.services import Resources
+from dbworker import client as dbclient
 from dbworker.handlers.volume_replies import _volume_read
+from dbworker.tools import pg_replica
 
 Log = Callable[[str], None]
 
@@ -180,6 +182,45 @@ def mariadb(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
             for s, calls in systems.items()
             for op, call in calls.items()
         ]
+    )
+    server.process.stop()
+
+
+def replica(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None:
+    """``volume_get`` served by a hot standby beside the same read on its primary: a private
+    PostgreSQL pair (:mod:`dbworker.tools.pg_replica`), one daemon with ``slave_connection``, and
+    paired rounds of its reads without and with ``use_slave``, each server's CPU read apart."""
+    reason = pg_replica.available()
+    if reason is not None:
+        log(f"replica: skipped ({reason})")
+        bench.results["replica_skipped"] = reason
+        return
+    log("replica: a private PostgreSQL primary and hot standby, seeded alike")
+    pair = res.enter_context(pg_replica.StreamingPair())
+    data = workloads.Data(pair.primary_url)
+    res.callback(data.dispose)
+    data.fill(bench.cfg.rows_small)
+    pair.wait_caught_up()
+    server, client = servers.start_daemon(
+        res, rpc, rabbit, pair.primary_url, 1, "dbworker-1-replica", replica_url=pair.standby_url
+    )
+    ends = time.monotonic() + 30
+    while (state := client.health().get("replica", {}).get("state")) != "ok":
+        if time.monotonic() > ends:
+            raise RuntimeError(f"the daemon's read replica stayed {state!r} for 30 s")
+        time.sleep(0.2)
+    on_replica = dbclient.Client(rpc, topic=server.topic, timeout=30, use_slave_for=["volume_get"])
+    pids = {"database": pair.postmaster_pid("primary"), "replica": pair.postmaster_pid("standby")}
+    calls = {
+        workloads.ON_PRIMARY: workloads.dbworker_calls(client, data)["volume_get"],
+        workloads.ON_REPLICA: workloads.dbworker_calls(on_replica, data)["volume_get"],
+    }
+    bench.paired_rounds(
+        "replica",
+        [
+            Row(system, "volume_get", call, server.process.pid, workers=True, database_pids=pids)
+            for system, call in calls.items()
+        ],
     )
     server.process.stop()
 

@@ -39,10 +39,16 @@ MILESTONES = {
 
 
 def daemon_config(
-    res: Resources, name: str, transport_url: str, database_url: str, workers: int, metrics: bool = True
+    res: Resources,
+    name: str,
+    transport_url: str,
+    database_url: str,
+    workers: int,
+    metrics: bool = True,
+    replica_url: str | None = None,
 ) -> Path:
     """Write a dbworker configuration for a private topic, with its metrics served on a free port
-    (as shipped: on) or none; return its path."""
+    (as shipped: on) or none, and ``replica_url`` as its read replica if given; return its path."""
     topic = unique("bench-dbworker")
     res.broker_queues(
         transport_url, [topic, f"{topic}.{socket.gethostname()}"]
@@ -62,7 +68,8 @@ def daemon_config(
                 "broker_connect_timeout": 10,
                 "metrics_port": free_port() if metrics else 0,
             },
-            "database": {"connection": database_url},
+            "database": {"connection": database_url}
+            | ({"slave_connection": replica_url} if replica_url else {}),
         },
     )
 
@@ -83,10 +90,11 @@ def start_daemon(
     name: str,
     source: Path = ROOT,
     metrics: bool = True,
+    replica_url: str | None = None,
 ) -> tuple[Server, dbclient.Client]:
     """Start ``python -m dbworker`` with ``workers`` processes (the ``dbworker`` package of
     ``source``: this checkout, or a reference tree); wait until a call is answered."""
-    config = daemon_config(res, name, transport_url, database_url, workers, metrics)
+    config = daemon_config(res, name, transport_url, database_url, workers, metrics, replica_url)
     topic = topic_of(config)
     process = res.spawn(name, python("-m", "dbworker", "--config-file", str(config)), source=source)
     probe = dbclient.Client(rpc_transport, topic=topic, timeout=0.5, retry=1)

@@ -156,6 +156,9 @@ def dbworker_calls(api: Any, data: Data) -> dict[str, Call]:
 #: The daemon that serves no metrics (the baseline of their cost).
 NO_METRICS = "dbworker-1, no metrics"
 
+#: The rows of the replica pair: ``volume_get`` on the primary, and sent with ``use_slave``.
+ON_PRIMARY, ON_REPLICA = "dbworker-1, primary", "dbworker-1, replica"
+
 #: The row that measures what a call's terms cost: ``volume_create`` sent without them.
 CREATE_WITHOUT_TERMS = "volume_create, no key or deadline"
 

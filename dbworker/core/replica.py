@@ -16,8 +16,8 @@ is seen lagging). The flushed position, not the inserted one: WAL that no commit
 read's page pruning, say) can wait unflushed, and unsent, for seconds, and counted as lag (seen:
 a standby "lagging" for 12 s after a daemon started). With ``synchronous_commit`` off, a commit
 is seen before its flush, and the bound can fall short by up to three ``wal_writer_delay``.
-MariaDB and MySQL: ``Seconds_Behind_Master`` (the replica's own estimate; NULL, replication
-stopped, counts as down). Between two checks the bound grows with the clock.
+MariaDB and MySQL: ``Seconds_Behind_Master`` (the replica's own estimate, in whole seconds; NULL,
+replication stopped, counts as down). Between two checks the bound grows with the clock.
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import sqlalchemy.exc
+from oslo_db import exception as db_exc
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 LOG = logging.getLogger(__name__)
@@ -151,13 +155,38 @@ class Replica:
 
     def _mysql_lag(self) -> float | None:
         with self.database.engine.connect() as conn:
-            row = conn.execute(text("SHOW SLAVE STATUS")).mappings().first()
+            row = _replica_status(conn)
         if row is None:
-            raise NotAReplica("not a replica: SHOW SLAVE STATUS is empty")
-        behind = row.get("Seconds_Behind_Master")
+            raise NotAReplica("not a replica: SHOW REPLICA STATUS is empty")
+        behind = next((row[k] for k in ("Seconds_Behind_Master", "Seconds_Behind_Source") if k in row), None)
         if behind is None:
             raise NotAReplica("replication stopped: Seconds_Behind_Master is NULL")
         return float(behind)
+
+
+def _replica_status(conn: Connection) -> Mapping[str, Any] | None:
+    """The replica's status row (MariaDB 10.5+ and MySQL 8.0.22+: ``SHOW REPLICA STATUS``; older:
+    ``SHOW SLAVE STATUS``, which MySQL 8.4 no longer has); None when the server is no replica.
+
+    Raises:
+        NotAReplica: the ``slave_connection`` user may not read it (MySQL error 1227).
+    """
+    for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+        try:
+            return conn.execute(text(statement)).mappings().first()
+        except (db_exc.DBError, sqlalchemy.exc.DBAPIError) as err:  # oslo.db's filters wrap them
+            orig = getattr(getattr(err, "inner_exception", err), "orig", None)
+            if getattr(orig, "args", (None,))[:1] == (_ACCESS_DENIED,):
+                raise NotAReplica(
+                    f"{statement} denied: grant SLAVE MONITOR (MariaDB) or REPLICATION CLIENT "
+                    "(MySQL) to the slave_connection user"
+                ) from None
+            failed = err
+    raise failed
+
+
+#: MySQL's "Access denied; you need the ... privilege" error.
+_ACCESS_DENIED = 1227
 
 
 #: The primary's flushed WAL position, and its WAL page and segment sizes in bytes.

@@ -189,6 +189,11 @@ class StreamingPair:
                 raise TimeoutError(f"the standby replayed up to {replayed}, not {target}, in {timeout} s")
             time.sleep(0.02)
 
+    def postmaster_pid(self, server: str) -> int:
+        """Returns the pid of the ``"primary"`` or ``"standby"`` server's postmaster (its
+        ``postmaster.pid``). Raises OSError when that server is not running."""
+        return int((self.directory / server / "postmaster.pid").read_text().split()[0])
+
     def standby_log(self) -> str:
         """Returns the text of the standby server's log (its statements with log_statements)."""
         return (self.directory / "standby.log").read_text(errors="replace")

@@ -10,31 +10,25 @@ that did not opt in, runs on the primary, so a caller never misses its own write
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from samples import SAMPLES, context, seed
+from replicas import ADMIN, ON_REPLICA, REGISTRY, local_api, new_volume, replica_of, wait_for_state
+from samples import SAMPLES, seed
 from testenv import _unavailable
 
 from dbworker import exception
 from dbworker.api import LocalAPI
-from dbworker.core.dispatch import Dispatcher
-from dbworker.core.registry import Registry
 from dbworker.core.replica import Database, Replica, ReplicaState
-from dbworker.handlers import build_registry
 from dbworker.schema import upgrade
 from dbworker.session import make_engine, make_sessionmaker
 from dbworker.tools.pg_replica import StreamingPair, available
 
 pytestmark = pytest.mark.postgresql
 
-ADMIN = context("admin").to_dict()
-ON_REPLICA = {**ADMIN, "use_slave": True}
-REGISTRY: Registry = build_registry()
 READS = [name for name in SAMPLES if not REGISTRY[name].writes]
 
 
@@ -66,10 +60,7 @@ def make_api(pair: StreamingPair, engines: tuple[Any, Any]) -> Iterator[Callable
     its read replica (checked once); the standby is running and caught up again afterwards."""
 
     def make(max_lag: float = 30.0) -> LocalAPI:
-        primary, standby = engines
-        replica = Replica(Database(standby, make_sessionmaker(standby)), primary, max_lag=max_lag)
-        replica.check()
-        return LocalAPI(Dispatcher(REGISTRY, make_sessionmaker(primary), replica=replica))
+        return local_api(*engines, max_lag)
 
     yield make
     try:
@@ -77,26 +68,6 @@ def make_api(pair: StreamingPair, engines: tuple[Any, Any]) -> Iterator[Callable
     except psycopg.OperationalError:  # a test stopped it
         pair.start_standby()
     pair.wait_caught_up()
-
-
-def new_volume(api: LocalAPI) -> str:
-    volume_id = str(uuid.uuid4())
-    api.volume_create(ADMIN, {"id": volume_id, "project_id": "p1", "size": 1})
-    return volume_id
-
-
-def replica_of(api: LocalAPI) -> Replica:
-    replica = api.dispatcher.replica
-    assert replica is not None
-    return replica
-
-
-def wait_for_state(replica: Replica, state: ReplicaState, timeout: float = 15) -> None:
-    """Check the replica until it is in ``state`` (bounded)."""
-    deadline = time.monotonic() + timeout
-    while replica.check() is not state:
-        assert time.monotonic() < deadline, f"the replica stayed {replica.state.value}, not {state.value}"
-        time.sleep(0.05)
 
 
 def test_a_read_that_opts_in_runs_on_the_standby_and_one_that_does_not_on_the_primary(pair, make_api):
