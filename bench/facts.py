@@ -70,7 +70,10 @@ def _server_version(url: str) -> str:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            return str(conn.execute(sa.text("SELECT version()")).scalar()).split(" on ")[0]
+            version = str(conn.execute(sa.text("SELECT version()")).scalar()).split(" on ")[0]
+            if engine.dialect.name == "postgresql":  # the bench ANALYZEs itself (workloads.Data.analyze)
+                version += f", autovacuum {conn.execute(sa.text('SHOW autovacuum')).scalar()}"
+            return version
     except Exception as err:  # a fact we could not read is reported, not fatal
         return f"unknown ({type(err).__name__})"
     finally:

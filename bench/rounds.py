@@ -53,12 +53,16 @@ def run(
     log: Callable[[str], None],
     *,
     alternate: bool = False,
+    before_round: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Run ``repeats`` rounds of ``rows`` (every other one reversed if ``alternate``); return
-    ``{system: {op: summary}}`` (see :func:`summary`)."""
+    """Run ``repeats`` rounds of ``rows`` (every other one reversed if ``alternate``), calling
+    ``before_round()`` before each (the database's ANALYZE); return ``{system: {op: summary}}``
+    (see :func:`summary`)."""
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {(r.system, r.op): [] for r in rows}
     for n in range(repeats):
         log(f"  round {n + 1} of {repeats}")
+        if before_round is not None:
+            before_round()
         for row in reversed(rows) if alternate and n % 2 else rows:
             result = measure_row(row, threads, seconds)
             runs[row.system, row.op].append(result)

@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -56,6 +57,8 @@ class Bench:
 
     def __init__(self, cfg: Settings) -> None:
         self.cfg = cfg
+        #: Called before each round of throughput rows: the seeded databases' ANALYZE.
+        self.before_round: Callable[[], None] | None = None
         self.results: dict[str, Any] = {
             "settings": asdict(cfg),
             "latency": {},
@@ -79,7 +82,14 @@ class Bench:
 
     def rounds(self, rows: list[Row], key: str = "throughput") -> None:
         """Throughput of ``rows`` in ``repeats`` interleaved rounds, with CPU per call (rounds.run)."""
-        measured = rounds.run(rows, self.cfg.repeats, self.cfg.threads, self.cfg.throughput_s, log)
+        measured = rounds.run(
+            rows,
+            self.cfg.repeats,
+            self.cfg.threads,
+            self.cfg.throughput_s,
+            log,
+            before_round=self.before_round,
+        )
         for system, ops in measured.items():
             self.results.setdefault(key, {}).setdefault(system, {}).update(ops)
 
@@ -88,7 +98,13 @@ class Bench:
         ``results["pairs"][name]``: their rounds are paired measurements (rounds.paired)."""
         log(f"paired rounds '{name}': {self.cfg.pair_repeats} rounds, alternating order")
         measured = rounds.run(
-            rows, self.cfg.pair_repeats, self.cfg.threads, self.cfg.throughput_s, log, alternate=True
+            rows,
+            self.cfg.pair_repeats,
+            self.cfg.threads,
+            self.cfg.throughput_s,
+            log,
+            alternate=True,
+            before_round=self.before_round,
         )
         self.results.setdefault("pairs", {})[name] = measured
 
@@ -100,6 +116,7 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
     with Resources(workdir) as res:
         log("creating a private PostgreSQL database and seeding it")
         data, rpc, pg_url = sections.setup(res, rabbit, cfg.rows_small)
+        bench.before_round = data.analyze
         broker = servers.celery_broker_url(rabbit)
         bench.results["meta"] = {"facts": facts.machine({"PostgreSQL": pg_url}, broker, load)}
 

@@ -176,6 +176,7 @@ def mariadb(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
     }
     bench.latencies(systems)
     pids = {"mariadb-direct": None, "mariadb-dbw-1": server.process.pid}
+    bench.before_round = data.analyze  # the last section: the PostgreSQL rows are done
     bench.rounds(
         [
             Row(s, op, call, pids[s], database="mysql", workers=pids[s] is not None)
@@ -215,6 +216,7 @@ def replica(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
         workloads.ON_PRIMARY: workloads.dbworker_calls(client, data)["volume_get"],
         workloads.ON_REPLICA: workloads.dbworker_calls(on_replica, data)["volume_get"],
     }
+    main_analyze, bench.before_round = bench.before_round, data.analyze
     bench.paired_rounds(
         "replica",
         [
@@ -222,6 +224,7 @@ def replica(bench: Any, res: Resources, rpc: Any, rabbit: str, log: Log) -> None
             for system, call in calls.items()
         ],
     )
+    bench.before_round = main_analyze
     server.process.stop()
 
 

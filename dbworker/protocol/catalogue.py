@@ -26,6 +26,9 @@ from dbworker.protocol import signatures, wire
 
 #: RPC API version served. History (a new function or optional argument bumps the minor):
 #:   1.0 - Cinder's Folsom DB API (90 functions), volume_admin_metadata_*, health
+#: Context keys are not arguments and need no version: a worker ignores those it does not know,
+#: so a call with ``deadline``, ``idempotency_key`` or ``use_slave`` to an older worker runs as a
+#: call without them (``use_slave``: on the primary, which is always safe).
 API_VERSION = "1.0"
 
 #: The exception modules a caller lists in ``allowed_remote_exmods`` to get typed errors back.
