@@ -35,11 +35,12 @@ from bench.services import ROOT, Resources, python
 
 @dataclass
 class Reference:
-    """The reference's started daemon, its commit and its calls (by operation)."""
+    """The reference's started daemon, its commit, its calls (by operation) and its database."""
 
     server: servers.Server
     commit: str
     calls: dict[str, Call]
+    data: workloads.Data
 
 
 def export(rev: str, into: Path) -> str:
@@ -86,4 +87,4 @@ def start(res: Resources, rpc: Any, rabbit: str, rev: str, rows: int) -> Referen
         conn.execute(sa.text("UPDATE alembic_version SET version_num = :head"), {"head": head_revision(tree)})
     server, _client = servers.start_daemon(res, rpc, rabbit, url, 1, "reference", source=tree)
     client = workloads.ClientWithoutTerms(rpc, topic=server.topic, timeout=30)
-    return Reference(server, commit, workloads.dbworker_calls(client, data))
+    return Reference(server, commit, workloads.dbworker_calls(client, data), data)

@@ -218,6 +218,12 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
             def theirs(op: str) -> Row:
                 return Row("reference", op, ref.calls[op], ref.server.process.pid, workers=True)
 
+            def analyze_both() -> None:  # its creates grow its database as ours grow ours
+                data.analyze()
+                ref.data.analyze()
+
+            bench.before_round = analyze_both
+
             bench.paired_rounds(
                 "reference",
                 [
@@ -228,6 +234,7 @@ def run(cfg: Settings, workdir: Path, load: tuple[float, float, float]) -> dict[
                 ],
             )
             ref.server.process.stop()
+            bench.before_round = data.analyze
 
         sections.replica(bench, res, rpc, rabbit, log)
         log("scale-out: dbworker with 2 worker processes against 1, volume_get, interleaved")
