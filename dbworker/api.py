@@ -16,7 +16,7 @@ from dbworker.core.dispatch import Dispatcher
 from dbworker.core.logcontext import call_scope
 from dbworker.core.settings import Settings
 from dbworker.handlers import build_registry
-from dbworker.protocol.calls import USE_SLAVE_KEY, CatalogueAPI, no_such_method
+from dbworker.protocol.calls import CatalogueAPI, no_such_method, use_slave
 from dbworker.session import make_sessionmaker
 
 
@@ -38,4 +38,4 @@ class LocalAPI(CatalogueAPI):
             raise no_such_method(name)
         ctx = RequestContext.from_dict(ctxt)
         with call_scope(ctx):
-            return self.dispatcher.call(name, ctx, kwargs, use_replica=ctxt.get(USE_SLAVE_KEY) is True)
+            return self.dispatcher.call(name, ctx, kwargs, use_replica=use_slave(ctxt))

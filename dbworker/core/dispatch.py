@@ -197,7 +197,7 @@ class Dispatcher:
             if isinstance(final, exception.DBUnavailable):
                 replica.mark_down(f"{handler.name}: connection lost")
             self._count(
-                _fallback(replica) if replica.state is ReplicaState.DOWN else "replica_fallbacks_failed"
+                "replica_fallbacks_down" if replica.state is ReplicaState.DOWN else "replica_fallbacks_failed"
             )
             LOG.warning(
                 "%s: %s on the read replica; running it on the primary", handler.name, type(final).__name__

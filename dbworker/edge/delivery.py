@@ -54,7 +54,7 @@ from dbworker.core.context import RequestContext
 from dbworker.core.hooks import NotRun
 from dbworker.core.records import PreparedWrite
 from dbworker.models import RpcCall, utcnow
-from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY, USE_SLAVE_KEY
+from dbworker.protocol.calls import DEADLINE_KEY, IDEMPOTENCY_KEY, use_slave
 from dbworker.protocol.wire import Primitive
 
 LOG = logging.getLogger(__name__)
@@ -230,13 +230,7 @@ class CallTerms:
                 string of 1 to :data:`MAX_KEY` printable ASCII characters, or ``use_slave`` is
                 not a boolean.
         """
-        deadline, key, use_replica = (
-            ctxt.get(DEADLINE_KEY),
-            ctxt.get(IDEMPOTENCY_KEY),
-            ctxt.get(USE_SLAVE_KEY),
-        )
-        if use_replica is not None and not isinstance(use_replica, bool):
-            raise exception.InvalidInput(reason="context use_slave must be true or false")
+        deadline, key = ctxt.get(DEADLINE_KEY), ctxt.get(IDEMPOTENCY_KEY)
         if deadline is not None:
             if (
                 isinstance(deadline, bool)
@@ -251,7 +245,7 @@ class CallTerms:
             raise exception.InvalidInput(
                 reason=f"context idempotency_key must be 1 to {MAX_KEY} printable ASCII characters"
             )
-        return cls(deadline, key, bool(use_replica))
+        return cls(deadline, key, use_slave(ctxt))
 
     def record(
         self, name: str, ctx: RequestContext, kwargs: Mapping[str, Any], delivery: Delivery | None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from dbworker import exception
 from dbworker.protocol import catalogue
 from dbworker.protocol.wire import decode_reply, encode
 
@@ -45,6 +46,19 @@ IDEMPOTENCY_KEY = "idempotency_key"
 #: (``true``; the caller's own context may carry it, or the client adds it for the functions of
 #: ``[dbworker] use_slave_for``). Ignored for a write call, which always runs on the primary.
 USE_SLAVE_KEY = "use_slave"
+
+
+def use_slave(ctxt: Mapping[str, Any]) -> bool:
+    """Return whether the RPC context ``ctxt`` accepts a read's reply from the read replica (its
+    :data:`USE_SLAVE_KEY`; absent: False). Read alike by the RPC edge and the in-process API.
+
+    Raises:
+        InvalidInput: ``use_slave`` is not a boolean.
+    """
+    value = ctxt.get(USE_SLAVE_KEY)
+    if value is not None and not isinstance(value, bool):
+        raise exception.InvalidInput(reason="context use_slave must be true or false")
+    return bool(value)
 
 
 def context_dict(context: Any) -> dict[str, Any]:

@@ -54,3 +54,13 @@ def test_serving_calls_in_process_imports_no_oslo_messaging(tmp_path):
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_a_use_slave_that_is_not_a_boolean_is_invalid_input_as_over_rpc(tmp_path, value):
+    from dbworker import exception, schema
+
+    api = LocalAPI.from_engine(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    schema.upgrade(api.dispatcher.engine)
+    with pytest.raises(exception.InvalidInput, match="use_slave must be true or false"):
+        api.service_get_all({**admin_context().to_dict(), "use_slave": value})
